@@ -1,0 +1,153 @@
+"""One gateway instance: every service in one root nursery, and its graceful shutdown.
+
+Start order: bus, dispatcher, WebSocket listener, admin listener; ``task_status.started`` hands
+back the running :class:`Gateway` (with its bound ports) once all of them accept work. On
+:meth:`Gateway.stop` (SIGTERM/SIGINT under :func:`serve`): readiness goes false, debounced events
+are routed, every session is closed with 1001 within ``drain_timeout``, then the rest is cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import trio
+
+from gateway.admin import AdminServer
+from gateway.auth import JwtResolver, Resolver
+from gateway.bus import Bus
+from gateway.bus.memory import MemoryBus
+from gateway.config import ConfigError, Settings
+from gateway.dispatch import Dispatcher
+from gateway.hub import Hub
+from gateway.metrics import Metrics
+from gateway.server import EndpointHandler, EventsEndpoint, WebSocketServer
+from gateway.session import EVENTS
+
+log = logging.getLogger("gateway")
+
+
+def make_resolver(settings: Settings) -> Resolver:
+    """The JWT verifier with every key the settings name; ConfigError when none or unreadable."""
+    public_key = _read(settings.jwt_public_key_file, "jwt_public_key_file", binary=True)
+    jwks = _read(settings.jwks_file, "jwks_file", binary=False)
+    if not (settings.jwt_secret or public_key or jwks):
+        raise ConfigError(
+            "no JWT key configured: set GATEWAY_JWT_SECRET, GATEWAY_JWT_PUBLIC_KEY_FILE or "
+            "GATEWAY_JWKS_FILE (or run with --dev for generated development keys)"
+        )
+    try:
+        return JwtResolver(
+            secret=settings.jwt_secret,
+            public_key_pem=public_key if isinstance(public_key, bytes) else None,
+            jwks_json=jwks if isinstance(jwks, str) else None,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            leeway=settings.jwt_leeway,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"JWT keys: {exc}") from None
+
+
+def _read(path: str | None, name: str, *, binary: bool) -> bytes | str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes() if binary else Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+
+
+def make_bus(settings: Settings) -> Bus:
+    if settings.bus_url.startswith("memory://"):
+        return MemoryBus(settings.bus_queue_size)
+    raise ConfigError(f"bus_url {settings.bus_url!r}: no such bus engine in this build")
+
+
+class Gateway:
+    """All services of one instance, wired together."""
+
+    def __init__(self, settings: Settings, *, resolver: Resolver | None = None) -> None:
+        if not settings.admin_key:
+            raise ConfigError(
+                "no admin key configured: set GATEWAY_ADMIN_KEY (or run with --dev for a generated one)"
+            )
+        self.settings = settings
+        self.metrics = Metrics()
+        self.hub = Hub(self.metrics)
+        self.bus = make_bus(settings)
+        self.resolver = resolver or make_resolver(settings)
+        self.dispatcher = Dispatcher(settings, self.bus, self.hub, self.metrics)
+        handlers: dict[str, EndpointHandler] = {EVENTS: EventsEndpoint()}
+        self.websocket = WebSocketServer(settings, self.hub, self.resolver, handlers, self.metrics)
+        self.admin = AdminServer(settings, self.metrics, self.bus, self.readiness)
+        self._stop = trio.Event()
+        self._running = False
+
+    @property
+    def ws_port(self) -> int:
+        return self.websocket.ports[0]
+
+    @property
+    def admin_port(self) -> int:
+        return self.admin.ports[0]
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self._running:
+            return False, "starting" if not self._stop.is_set() else "shutting down"
+        if not self.bus.connected:
+            return False, "bus disconnected"
+        return True, ""
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as services:
+            await services.start(self.bus.run)
+            await services.start(self.dispatcher.run)
+            async with trio.open_nursery() as listener:
+                await listener.start(self.websocket.run)
+                await services.start(self.admin.run)
+                self._running = True
+                log.info(
+                    "gateway ready: websocket %s (port %d), admin %s (port %d), bus %s",
+                    self.settings.listen, self.ws_port, self.settings.admin_listen,
+                    self.admin_port, self.settings.bus_url,
+                )  # fmt: skip
+                task_status.started(self)
+                await self._stop.wait()
+                self._running = False
+                log.info("shutting down: closing %d sessions", len(self.hub.sessions))
+                self.dispatcher.flush()
+                self.websocket.drain()
+            services.cancel_scope.cancel()
+        log.info("gateway stopped")
+
+
+async def serve(
+    settings: Settings, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run a gateway until SIGTERM or SIGINT, then drain; a second signal aborts the drain."""
+    gateway = Gateway(settings)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, signals, gateway, nursery.cancel_scope)
+            await gateway.run(task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+
+async def _watch_signals(signals: AsyncIterator[int], gateway: Gateway, scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        if gateway.stopping:
+            log.warning("second %s: aborting the drain", signal.Signals(signum).name)
+            scope.cancel()
+            return
+        log.info("received %s: draining", signal.Signals(signum).name)
+        gateway.stop()

@@ -1,0 +1,361 @@
+"""Identity: who a session is and what it may see, resolved from the token it presents.
+
+``Resolver.resolve(token) -> Identity`` is the one interface the rest of the gateway uses;
+:class:`JwtResolver` verifies JWTs locally with PyJWT. A later resolver may ask the platform's
+REST API about opaque tokens; nothing outside this module needs to know which one is configured.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from gateway import paths
+from gateway.protocol import AuthError, ErrorCode
+
+PROFILES: Final = ("anon", "shared", "standard", "admin")
+SYSTEM_USER: Final = "pydio.system.user"
+
+HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
+RSA_ALGORITHMS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+EC_ALGORITHMS: Final = frozenset({"ES256", "ES384", "ES512"})
+OKP_ALGORITHMS: Final = frozenset({"EdDSA"})
+PERMISSIONS: Final = frozenset({"r", "w", "rw"})
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """A workspace as the session sees it; ``roots`` are normalised node paths."""
+
+    uuid: str
+    slug: str
+    roots: tuple[str, ...]
+    permissions: str = "r"
+
+    @property
+    def can_read(self) -> bool:
+        return "r" in self.permissions
+
+    @property
+    def can_write(self) -> bool:
+        return "w" in self.permissions
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The authenticated user behind a session."""
+
+    user: str
+    sub: str
+    profile: str = "standard"
+    roles: tuple[str, ...] = ()
+    workspaces: tuple[Workspace, ...] = ()
+    expires_at: float | None = None
+    email: str | None = None
+    display_name: str | None = None
+    group_path: str | None = None
+    policy_subjects: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policy_subjects", _policy_subjects(self))
+
+    @property
+    def is_admin(self) -> bool:
+        return self.profile == "admin"
+
+    def has_profile(self, minimum: str) -> bool:
+        """True when the session's profile is ``minimum`` or above (anon < shared < standard < admin)."""
+        return PROFILES.index(self.profile) >= PROFILES.index(minimum)
+
+    def workspace(self, uuid: str) -> Workspace | None:
+        return next((ws for ws in self.workspaces if ws.uuid == uuid), None)
+
+
+def _policy_subjects(identity: Identity) -> frozenset[str]:
+    """Subjects a resource policy may name to grant this user access, as the platform builds them.
+
+    Profiles are cumulative: an admin also matches ``profile:standard`` and below.
+    """
+    subjects = {"*", f"user:{identity.user}"}
+    rank = PROFILES.index(identity.profile)
+    subjects.update(f"profile:{p}" for p in PROFILES[: rank + 1])
+    subjects.update(f"role:{r}" for r in identity.roles)
+    return frozenset(subjects)
+
+
+class Resolver(Protocol):
+    """Turns a raw token into an Identity, or raises AuthError."""
+
+    async def resolve(self, token: str) -> Identity: ...
+
+
+@dataclass(frozen=True)
+class _Key:
+    key: Any
+    algorithms: frozenset[str]
+    kid: str | None = None
+
+
+class JwtResolver:
+    """Verifies JWTs with the configured keys (HMAC secret, PEM public key, JWKS file)."""
+
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        public_key_pem: bytes | None = None,
+        jwks_json: str | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keys: list[_Key] = []
+        if secret:
+            self._keys.append(_Key(secret, HMAC_ALGORITHMS))
+        if public_key_pem:
+            self._keys.append(_pem_key(public_key_pem))
+        if jwks_json:
+            self._keys.extend(_jwks_keys(jwks_json))
+        if not self._keys:
+            raise ValueError("JwtResolver needs a secret, a public key or a JWKS")
+        self._audience = audience
+        self._issuer = issuer
+        self.leeway = leeway
+        self._clock = clock
+
+    @property
+    def algorithms(self) -> frozenset[str]:
+        return frozenset().union(*(k.algorithms for k in self._keys))
+
+    async def resolve(self, token: str) -> Identity:
+        # Verification is CPU-only and short (HS256: microseconds, RS256: ~55 us).
+        return self.verify(token)
+
+    def verify(self, token: str) -> Identity:
+        key, algorithm = self._select_key(token)
+        claims = self._decode(token, key, algorithm)
+        return identity_from_claims(claims)
+
+    def _select_key(self, token: str) -> tuple[Any, str]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise AuthError(ErrorCode.TOKEN_INVALID, "token is not a well-formed JWT") from None
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
+            raise AuthError(
+                ErrorCode.TOKEN_ALGORITHM,
+                f"token algorithm {str(algorithm)[:20]!r} is not accepted by this gateway",
+            )
+        candidates = [k for k in self._keys if algorithm in k.algorithms]
+        kid = header.get("kid")
+        keyed = [k for k in candidates if k.kid is not None]
+        if kid is not None and keyed:
+            match = [k for k in keyed if k.kid == kid]
+            if not match:
+                raise AuthError(ErrorCode.TOKEN_KEY_UNKNOWN, "token 'kid' names no configured key")
+            return match[0].key, algorithm
+        unkeyed = [k for k in candidates if k.kid is None]
+        if unkeyed:
+            return unkeyed[0].key, algorithm
+        if len(keyed) == 1:
+            return keyed[0].key, algorithm
+        raise AuthError(ErrorCode.TOKEN_KEY_UNKNOWN, "token has no 'kid' and several keys could apply")
+
+    def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self.leeway,
+                options={
+                    "require": ["exp"],
+                    "verify_aud": self._audience is not None,
+                    "verify_iss": self._issuer is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(ErrorCode.TOKEN_EXPIRED, "token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError(ErrorCode.TOKEN_NOT_YET_VALID, "token is not valid yet (nbf/iat)") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError(ErrorCode.TOKEN_AUDIENCE, "token audience (aud) is not accepted") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError(ErrorCode.TOKEN_ISSUER, "token issuer (iss) is not accepted") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(ErrorCode.TOKEN_CLAIMS, f"token lacks the {exc.claim!r} claim") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError(ErrorCode.TOKEN_INVALID, "token signature does not verify") from None
+        except jwt.InvalidKeyError:
+            raise AuthError(ErrorCode.TOKEN_ALGORITHM, "token algorithm does not fit the key") from None
+        except jwt.InvalidTokenError:
+            raise AuthError(ErrorCode.TOKEN_INVALID, "token is malformed") from None
+
+
+def _pem_key(pem: bytes) -> _Key:
+    try:
+        key = load_pem_public_key(pem)
+    except ValueError as exc:
+        raise ValueError(f"not a PEM public key: {exc}") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return _Key(key, RSA_ALGORITHMS)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return _Key(key, EC_ALGORITHMS)
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return _Key(key, OKP_ALGORITHMS)
+    raise ValueError(f"unsupported public key type {type(key).__name__}")
+
+
+_KTY_ALGORITHMS: Final = {
+    "RSA": RSA_ALGORITHMS,
+    "EC": EC_ALGORITHMS,
+    "OKP": OKP_ALGORITHMS,
+    "oct": HMAC_ALGORITHMS,
+}
+
+
+def _jwks_keys(jwks_json: str) -> list[_Key]:
+    try:
+        document = json.loads(jwks_json)
+        entries = document["keys"]
+        if not isinstance(entries, list):
+            raise TypeError("'keys' is not a list")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a JWKS document: {exc}") from None
+    keys = []
+    for entry in entries:
+        try:
+            jwk = jwt.PyJWK.from_dict(entry)
+        except jwt.PyJWKError as exc:
+            raise ValueError(f"JWKS key {entry.get('kid')!r} is unusable: {exc}") from None
+        allowed = _KTY_ALGORITHMS.get(jwk.key_type or "", frozenset())
+        if "alg" in entry:
+            allowed = allowed & {entry["alg"]}
+        keys.append(_Key(jwk.key, frozenset(allowed), jwk.key_id))
+    return keys
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims -> Identity
+
+
+def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
+    """Build the Identity from verified claims, refusing anything malformed."""
+    user = claims.get("name")
+    if not isinstance(user, str) or not user.strip():
+        raise AuthError(ErrorCode.TOKEN_CLAIMS, "token needs a non-empty 'name' claim (the login)")
+    sub = claims.get("sub", user)
+    if not isinstance(sub, str) or not sub:
+        raise AuthError(ErrorCode.TOKEN_CLAIMS, "'sub' claim must be a non-empty string")
+    profile = claims.get("profile", "anon")
+    if profile not in PROFILES:
+        raise AuthError(ErrorCode.TOKEN_CLAIMS, f"'profile' must be one of {', '.join(PROFILES)}")
+    exp = claims.get("exp")
+    return Identity(
+        user=user,
+        sub=sub,
+        profile=profile,
+        roles=_roles(claims.get("roles")),
+        workspaces=_workspaces(claims.get("workspaces")),
+        expires_at=float(exp) if isinstance(exp, int | float) else None,
+        email=_optional_str(claims, "email"),
+        display_name=_optional_str(claims, "displayName"),
+        group_path=_optional_str(claims, "groupPath"),
+    )
+
+
+def _roles(raw: object) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        items: Iterable[object] = raw.split(",")
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        raise AuthError(ErrorCode.TOKEN_CLAIMS, "'roles' must be a comma-separated string or a list")
+    roles = []
+    for item in items:
+        if not isinstance(item, str):
+            raise AuthError(ErrorCode.TOKEN_CLAIMS, "'roles' entries must be strings")
+        if item.strip():
+            roles.append(item.strip())
+    return tuple(dict.fromkeys(roles))
+
+
+def _workspaces(raw: object) -> tuple[Workspace, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise AuthError(ErrorCode.TOKEN_CLAIMS, "'workspaces' must be a list")
+    return tuple(_workspace(entry, index) for index, entry in enumerate(raw))
+
+
+def _workspace(entry: object, index: int) -> Workspace:
+    where = f"workspaces[{index}]"
+    if not isinstance(entry, dict):
+        raise AuthError(ErrorCode.TOKEN_CLAIMS, f"{where} must be an object")
+    uuid, slug = entry.get("uuid"), entry.get("slug")
+    if not isinstance(uuid, str) or not uuid:
+        raise AuthError(ErrorCode.TOKEN_CLAIMS, f"{where}.uuid must be a non-empty string")
+    if not isinstance(slug, str) or not slug or "/" in slug or slug.startswith("."):
+        raise AuthError(ErrorCode.TOKEN_CLAIMS, f"{where}.slug must be a name without '/'")
+    raw_roots = entry.get("roots")
+    if not isinstance(raw_roots, list) or not raw_roots:
+        raise AuthError(ErrorCode.TOKEN_CLAIMS, f"{where}.roots must be a non-empty list")
+    roots = []
+    for root in raw_roots:
+        normal = paths.normalize(root) if isinstance(root, str) else None
+        if normal is None:
+            raise AuthError(ErrorCode.TOKEN_CLAIMS, f"{where}.roots holds an invalid path")
+        roots.append(normal)
+    permissions = entry.get("permissions", "r")
+    if permissions not in PERMISSIONS:
+        raise AuthError(ErrorCode.TOKEN_CLAIMS, f"{where}.permissions must be r, w or rw")
+    return Workspace(uuid, slug, tuple(dict.fromkeys(roots)), permissions)
+
+
+def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) else None
+
+
+def mint_token(
+    secret: str,
+    *,
+    user: str,
+    sub: str | None = None,
+    profile: str = "standard",
+    roles: Iterable[str] = (),
+    workspaces: Iterable[Mapping[str, Any]] = (),
+    ttl: float = 3600,
+    audience: str | None = None,
+    issuer: str | None = None,
+    now: float | None = None,
+) -> str:
+    """Sign an HS256 token the way the platform shapes its claims (for trials and tests)."""
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "sub": sub or user,
+        "name": user,
+        "profile": profile,
+        "roles": ",".join(roles),
+        "workspaces": [dict(ws) for ws in workspaces],
+        "iat": issued,
+        "exp": issued + int(ttl),
+    }
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
+    return jwt.encode(claims, secret, algorithm="HS256")

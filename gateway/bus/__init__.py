@@ -1,0 +1,65 @@
+"""The event bus: one protocol, several engines.
+
+``MemoryBus`` (default) keeps everything in process; ``NatsBus`` speaks to a real broker so that
+several gateways share one stream of events. Both carry opaque ``bytes`` (the platform's JSON) on
+the platform's topic names and feed the same router; nothing above this package knows which one is
+configured.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Final, Protocol
+
+import trio
+
+TREE_TOPIC: Final = "topic.pydio.tree.nodes.changes"
+META_TOPIC: Final = "topic.pydio.meta.nodes.changes"
+TASKS_TOPIC: Final = "topic.pydio.tasks.event"
+IDM_TOPIC: Final = "topic.pydio.idm.event"
+ACTIVITY_TOPIC: Final = "topic.pydio.activity.event"
+CHAT_TOPIC: Final = "topic.pydio.chat.event"
+
+EVENT_TOPICS: Final = (TREE_TOPIC, META_TOPIC, TASKS_TOPIC, IDM_TOPIC, ACTIVITY_TOPIC)
+# Topics the admin publish API accepts. Chat events are the chat service's own, never injected.
+PUBLISHABLE_TOPICS: Final = frozenset(EVENT_TOPICS)
+TREE_TOPICS: Final = frozenset((TREE_TOPIC, META_TOPIC))
+
+
+class BusError(Exception):
+    """The bus could not take a message (disconnected, closed, or over a size limit)."""
+
+
+class Subscription(Protocol):
+    """Messages of one topic, in publish order, buffered in a bounded queue."""
+
+    topic: str
+
+    async def receive_batch(self, limit: int) -> list[bytes]:
+        """Wait for at least one message, then take up to ``limit`` without waiting again."""
+        ...
+
+    def lag(self) -> int:
+        """Messages received from the bus but not yet taken by the subscriber."""
+        ...
+
+
+class Bus(Protocol):
+    """What the router, the chat service and the admin API need from any bus engine."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect and keep the engine going until cancelled; ``started()`` once usable."""
+        ...
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Hand one message to the bus. Raises BusError if it cannot be taken."""
+        ...
+
+    def subscribe(self, topic: str) -> AbstractAsyncContextManager[Subscription]:
+        """Receive every message published on ``topic`` from now on, until the context exits."""
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """False while a remote engine is unreachable (readiness reports it)."""
+        ...

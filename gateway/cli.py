@@ -1,0 +1,216 @@
+"""Command line: ``main(argv) -> int``; every subcommand is testable in process.
+
+gateway serve [--listen HOST:PORT] [--admin-listen HOST:PORT] [--config FILE] [--dev]
+gateway token --user NAME [--sub S] [--profile P] [--roles a,b] [--workspace UUID:SLUG:/root[:r|w|rw]]...
+gateway publish --topic T --event JSON|@file
+gateway --version
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import trio
+
+from gateway import __version__, config, logs
+from gateway.auth import PROFILES, mint_token
+from gateway.bus import PUBLISHABLE_TOPICS
+from gateway.config import ConfigError, Settings
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+DEV_ORIGINS = ("http://127.0.0.1:5051", "http://localhost:5051", "http://[::1]:5051")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gateway until SIGTERM/SIGINT")
+    _add_config_flags(serve)
+    serve.add_argument("--listen", help="WebSocket listener HOST:PORT (default [::]:5050)")
+    serve.add_argument("--admin-listen", help="admin listener HOST:PORT (default 127.0.0.1:5051)")
+    serve.add_argument("--bus", dest="bus_url", help="bus URL: memory:// or nats://HOST:PORT")
+    serve.add_argument("--log-level", help="debug, info, warning or error")
+    serve.add_argument("--dev", action="store_true",
+                       help="development mode: generate keys (printed), allow local Origins")  # fmt: skip
+
+    token = sub.add_parser("token", help="print a signed HS256 token (for trials and tests)")
+    _add_config_flags(token)
+    token.add_argument("--user", required=True, help="login (the 'name' claim)")
+    token.add_argument("--sub", help="subject (user uuid); defaults to the login")
+    token.add_argument("--profile", default="standard", choices=PROFILES)
+    token.add_argument("--roles", default="", help="comma-separated role uuids")
+    token.add_argument("--workspace", action="append", default=[], metavar="UUID:SLUG:/root[:r|w|rw]",
+                       help="a workspace the user may see; repeat for several")  # fmt: skip
+    token.add_argument("--ttl", type=float, default=3600, help="seconds until the token expires")
+
+    publish = sub.add_parser("publish", help="publish one event through the admin API")
+    _add_config_flags(publish)
+    publish.add_argument("--topic", required=True, choices=sorted(PUBLISHABLE_TOPICS))
+    publish.add_argument("--event", required=True, help="event JSON, or @FILE to read it from a file")
+    publish.add_argument("--admin-url", help="admin base URL (default: from admin_listen)")
+    return parser
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML config file")
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:  # fmt: skip
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    commands = {"serve": _serve, "token": _token, "publish": _publish}
+    try:
+        return commands[args.command](args, out)
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=err)
+        return EXIT_USAGE
+    except CliError as exc:
+        print(f"gateway: {exc}", file=err)
+        return EXIT_ERROR
+
+
+class CliError(Exception):
+    """A command failed in a way the user can act on; the message says how."""
+
+
+def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
+    return config.load(args.config, os.environ, flags)
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace, out: TextIO) -> int:
+    from gateway.app import serve
+
+    flags = {"listen": args.listen, "admin_listen": args.admin_listen, "bus_url": args.bus_url,
+             "log_level": args.log_level}  # fmt: skip
+    settings = _settings(args, **flags)
+    if args.dev:
+        settings = _dev_settings(settings, out)
+    logs.configure(settings.log_level, settings.log_format)
+    trio.run(serve, settings)
+    return EXIT_OK
+
+
+def _dev_settings(settings: Settings, out: TextIO) -> Settings:
+    """Fill in generated keys and local Origins, and say loudly that this is for development."""
+    secret = settings.jwt_secret or secrets.token_urlsafe(32)
+    admin_key = settings.admin_key or secrets.token_urlsafe(32)
+    origins = settings.allowed_origins or DEV_ORIGINS
+    print(
+        "\n*** DEVELOPMENT MODE: keys generated for this run; never use them in production. ***\n"
+        "To mint tokens and publish from another shell:\n"
+        f"  export GATEWAY_JWT_SECRET={secret}\n"
+        f"  export GATEWAY_ADMIN_KEY={admin_key}\n"
+        "  .venv/bin/gateway token --user alice --workspace ws-1:common-files:/ds/common\n"
+        "  .venv/bin/gateway publish --topic topic.pydio.tree.nodes.changes "
+        '--event \'{"Target":{"Uuid":"n1","Path":"/ds/common/hello.txt","Type":"LEAF"}}\'\n',
+        file=out,
+        flush=True,
+    )
+    return settings.with_changes(jwt_secret=secret, admin_key=admin_key, allowed_origins=origins,
+                                 dev=True)  # fmt: skip
+
+
+# -- token ------------------------------------------------------------------------------------
+
+
+def _token(args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(args)
+    if not settings.jwt_secret:
+        raise ConfigError("gateway token signs with the shared secret: set GATEWAY_JWT_SECRET")
+    workspaces = [parse_workspace(spec) for spec in args.workspace]
+    token = mint_token(
+        settings.jwt_secret,
+        user=args.user,
+        sub=args.sub,
+        profile=args.profile,
+        roles=[r for r in args.roles.split(",") if r],
+        workspaces=workspaces,
+        ttl=args.ttl,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+    )
+    print(token, file=out)
+    return EXIT_OK
+
+
+def parse_workspace(spec: str) -> dict[str, Any]:
+    """``UUID:SLUG:/root[:r|w|rw]`` -> the ``workspaces`` claim entry."""
+    parts = spec.split(":", 2)
+    if len(parts) != 3 or not all(parts):
+        raise CliError(f"--workspace {spec!r}: expected UUID:SLUG:/root[:r|w|rw]")
+    uuid, slug, root = parts
+    permissions = "rw"
+    head, sep, tail = root.rpartition(":")
+    if sep and tail in ("r", "w", "rw"):
+        root, permissions = head, tail
+    return {"uuid": uuid, "slug": slug, "roots": [root], "permissions": permissions}
+
+
+# -- publish ----------------------------------------------------------------------------------
+
+
+def _publish(args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(args)
+    if not settings.admin_key:
+        raise ConfigError("gateway publish needs the admin key: set GATEWAY_ADMIN_KEY")
+    event = _event_argument(args.event)
+    base = args.admin_url or _admin_url(settings)
+    body = json.dumps({"topic": args.topic, "event": event}).encode()
+    request = urllib.request.Request(
+        base.rstrip("/") + "/api/v1/publish",
+        data=body,
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {settings.admin_key}",
+            "Content-Type": "application/json",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print(response.read().decode().strip(), file=out)
+    except urllib.error.HTTPError as exc:
+        raise CliError(f"publish refused ({exc.code}): {exc.read().decode().strip()}") from None
+    except urllib.error.URLError as exc:
+        raise CliError(f"cannot reach the admin API at {base}: {exc.reason}") from None
+    return EXIT_OK
+
+
+def _event_argument(value: str) -> Any:
+    text = value
+    if value.startswith("@"):
+        try:
+            with open(value[1:], encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise CliError(f"--event {value}: {exc.strerror}") from None
+    try:
+        event = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"--event is not valid JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise CliError("--event must be a JSON object")
+    return event
+
+
+def _admin_url(settings: Settings) -> str:
+    host, port = config.parse_host_port(settings.admin_listen, "admin_listen")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

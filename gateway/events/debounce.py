@@ -1,0 +1,143 @@
+"""Per-node debounce of tree events (sans-IO: the caller passes the time and runs the timer).
+
+CREATE, UPDATE_CONTENT and UPDATE_META events with a Target wait for a quiet period per node uuid
+(each new event for the node restarts it) and leave as one merged event, the platform's rules:
+the first Target, with later Etag (unless temporary), Type, MTime, Size and MetaStore keys laid
+over it (Path only fills a gap); the last Source; the type is CREATE if any event was a CREATE,
+else UPDATE_CONTENT if any was, else the last type.
+
+Ordering fix over the platform: an immediate event (DELETE, UPDATE_PATH, ...) for a node that has
+a batch waiting first releases that batch, so a client never sees a move before the creation.
+Memory is bounded: past ``max_pending`` nodes the oldest batch is released early, never dropped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Final
+
+from gateway.events.model import JsonObject
+from gateway.events.tree import (
+    CREATE,
+    DEBOUNCED_TYPES,
+    UPDATE_CONTENT,
+    event_type,
+    node_of,
+)
+
+TEMPORARY_ETAG: Final = "temporary"
+_LAID_OVER: Final = ("Type", "MTime", "Size")
+
+
+@dataclass(slots=True)
+class _Batch:
+    deadline: float
+    target: JsonObject
+    source: JsonObject | None
+    types: list[str] = field(default_factory=list)
+
+    def event(self) -> JsonObject:
+        kind = self.types[-1]
+        if CREATE in self.types:
+            kind = CREATE
+        elif UPDATE_CONTENT in self.types:
+            kind = UPDATE_CONTENT
+        out: JsonObject = {} if kind == CREATE else {"Type": kind}
+        if self.source is not None:
+            out["Source"] = self.source
+        out["Target"] = self.target
+        return out
+
+
+class Debouncer:
+    def __init__(self, quiet: float, max_pending: int) -> None:
+        self.quiet = quiet
+        self.max_pending = max_pending
+        self._batches: OrderedDict[str, _Batch] = OrderedDict()  # deadline order
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def add(self, event: JsonObject, now: float) -> list[JsonObject]:
+        """Take one event; return the events to route now, in order."""
+        key = self._debounce_key(event)
+        if key is None:
+            return [*self._release_for(event), event]
+        batch = self._batches.pop(key, None)
+        if batch is None:
+            self._batches[key] = self._new_batch(event, now)
+        else:
+            _merge(batch, event)
+            batch.deadline = now + self.quiet
+            self._batches[key] = batch
+        released = []
+        while len(self._batches) > self.max_pending:
+            released.append(self._batches.popitem(last=False)[1].event())
+        return released
+
+    def due(self, now: float) -> list[JsonObject]:
+        """Release every batch whose quiet period is over."""
+        released = []
+        while self._batches:
+            key, batch = next(iter(self._batches.items()))
+            if batch.deadline > now:
+                break
+            del self._batches[key]
+            released.append(batch.event())
+        return released
+
+    def next_deadline(self) -> float | None:
+        if not self._batches:
+            return None
+        return next(iter(self._batches.values())).deadline
+
+    def flush(self) -> list[JsonObject]:
+        """Release everything (shutdown)."""
+        released = [b.event() for b in self._batches.values()]
+        self._batches.clear()
+        return released
+
+    def _debounce_key(self, event: JsonObject) -> str | None:
+        if self.quiet <= 0 or event_type(event) not in DEBOUNCED_TYPES:
+            return None
+        target = node_of(event, "Target")
+        uuid = target.get("Uuid") if target else None
+        return uuid if isinstance(uuid, str) and uuid else None
+
+    def _release_for(self, event: JsonObject) -> list[JsonObject]:
+        released = []
+        for key in ("Target", "Source"):
+            node = node_of(event, key)
+            uuid = node.get("Uuid") if node else None
+            if isinstance(uuid, str) and (batch := self._batches.pop(uuid, None)):
+                released.append(batch.event())
+        return released
+
+    def _new_batch(self, event: JsonObject, now: float) -> _Batch:
+        target = node_of(event, "Target")
+        assert target is not None
+        batch = _Batch(now + self.quiet, dict(target), node_of(event, "Source"))
+        meta = target.get("MetaStore")
+        batch.target["MetaStore"] = dict(meta) if isinstance(meta, dict) else {}
+        batch.types.append(event_type(event))
+        return batch
+
+
+def _merge(batch: _Batch, event: JsonObject) -> None:
+    target = node_of(event, "Target")
+    assert target is not None
+    batch.types.append(event_type(event))
+    batch.source = node_of(event, "Source")
+    into = batch.target
+    if not into.get("Path") and target.get("Path"):
+        into["Path"] = target["Path"]
+    etag = target.get("Etag")
+    if etag and etag != TEMPORARY_ETAG:
+        into["Etag"] = etag
+    for key in _LAID_OVER:
+        if target.get(key):
+            into[key] = target[key]
+    meta = target.get("MetaStore")
+    if isinstance(meta, dict):
+        into["MetaStore"].update(meta)

@@ -1,0 +1,196 @@
+"""Sans-IO wire format of both sockets: close codes, error codes, client messages, server frames.
+
+Nothing here imports trio or touches a socket. Every close code the server sends and every error
+code it writes is defined in this module, and ``docs/PROTOCOL.md`` documents the same tables.
+
+Errors form one small hierarchy::
+
+    ProtocolError            a client message or token was refused; carries an ErrorCode
+     └── AuthError           the token was refused (always closes with 4001)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any, Final
+
+JsonObject = dict[str, Any]
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the gateway sends (RFC 6455 range and the 4000-4999 private range)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # the gateway is shutting down; reconnect later
+    UNSUPPORTED_DATA = 1003  # a binary frame: the protocol is JSON text only
+    POLICY_VIOLATION = 1008  # inbound rate limit exceeded
+    MESSAGE_TOO_BIG = 1009  # inbound frame over the configured size limit
+    INTERNAL_ERROR = 1011  # a bug on our side; the session is closed, the server goes on
+    UNAUTHORIZED = 4001  # token missing, invalid or expired; or no subscribe in time
+    PING_TIMEOUT = 4002  # no pong to the server's keepalive ping in time
+    FORBIDDEN = 4003  # valid token, but this action is not allowed (e.g. another user)
+    SLOW_CONSUMER = 4008  # the client did not read fast enough; its queue overflowed
+
+
+class ErrorCode(StrEnum):
+    """The ``error`` field of ``{"@type": "error", ...}`` frames."""
+
+    BAD_JSON = "bad_json"
+    BAD_MESSAGE = "bad_message"
+    UNKNOWN_TYPE = "unknown_type"
+    NOT_SUBSCRIBED = "not_subscribed"
+    TOKEN_MISSING = "token_missing"
+    TOKEN_INVALID = "token_invalid"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+    TOKEN_ALGORITHM = "token_algorithm"
+    TOKEN_AUDIENCE = "token_audience"
+    TOKEN_ISSUER = "token_issuer"
+    TOKEN_KEY_UNKNOWN = "token_key_unknown"
+    TOKEN_CLAIMS = "token_claims"
+    SUBSCRIBE_TIMEOUT = "subscribe_timeout"
+    IDENTITY_CHANGED = "identity_changed"
+    MESSAGE_TOO_BIG = "message_too_big"
+    BINARY_NOT_SUPPORTED = "binary_not_supported"
+    RATE_LIMITED = "rate_limited"
+    SLOW_CONSUMER = "slow_consumer"
+    PING_TIMEOUT = "ping_timeout"
+    SHUTTING_DOWN = "shutting_down"
+    INTERNAL = "internal_error"
+
+
+# Which errors end the session, and with which close code. Errors not listed leave it open.
+CLOSE_CODE_FOR: Final[dict[ErrorCode, CloseCode]] = {
+    ErrorCode.TOKEN_MISSING: CloseCode.UNAUTHORIZED,
+    ErrorCode.TOKEN_INVALID: CloseCode.UNAUTHORIZED,
+    ErrorCode.TOKEN_EXPIRED: CloseCode.UNAUTHORIZED,
+    ErrorCode.TOKEN_NOT_YET_VALID: CloseCode.UNAUTHORIZED,
+    ErrorCode.TOKEN_ALGORITHM: CloseCode.UNAUTHORIZED,
+    ErrorCode.TOKEN_AUDIENCE: CloseCode.UNAUTHORIZED,
+    ErrorCode.TOKEN_ISSUER: CloseCode.UNAUTHORIZED,
+    ErrorCode.TOKEN_KEY_UNKNOWN: CloseCode.UNAUTHORIZED,
+    ErrorCode.TOKEN_CLAIMS: CloseCode.UNAUTHORIZED,
+    ErrorCode.SUBSCRIBE_TIMEOUT: CloseCode.UNAUTHORIZED,
+    ErrorCode.IDENTITY_CHANGED: CloseCode.FORBIDDEN,
+    ErrorCode.MESSAGE_TOO_BIG: CloseCode.MESSAGE_TOO_BIG,
+    ErrorCode.BINARY_NOT_SUPPORTED: CloseCode.UNSUPPORTED_DATA,
+    ErrorCode.RATE_LIMITED: CloseCode.POLICY_VIOLATION,
+    ErrorCode.SLOW_CONSUMER: CloseCode.SLOW_CONSUMER,
+    ErrorCode.PING_TIMEOUT: CloseCode.PING_TIMEOUT,
+    ErrorCode.SHUTTING_DOWN: CloseCode.GOING_AWAY,
+    ErrorCode.INTERNAL: CloseCode.INTERNAL_ERROR,
+}
+
+
+class ProtocolError(Exception):
+    """A client message (or its token) was refused; ``code`` says why, ``str(self)`` explains."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def close_code(self) -> CloseCode | None:
+        """The close code that must follow the error frame, or None if the session goes on."""
+        return CLOSE_CODE_FOR.get(self.code)
+
+
+class AuthError(ProtocolError):
+    """The token was refused."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Client -> server
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """``{"@type": "subscribe" | "register", "jwt": "<token>"}``: (re-)authenticate the session."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """``{"@type": "unsubscribe"}``: stop delivering; the socket stays open."""
+
+
+SUBSCRIBE_TYPES: Final = frozenset({"subscribe", "register"})
+
+
+def decode_frame(data: str | bytes, max_bytes: int) -> JsonObject:
+    """Turn one inbound frame into a JSON object with a string ``@type``, or raise ProtocolError."""
+    if isinstance(data, bytes):
+        raise ProtocolError(ErrorCode.BINARY_NOT_SUPPORTED, "binary frames are not supported; send JSON text")
+    # A character is at most 4 bytes in UTF-8: only encode when the frame could be over.
+    if len(data) * 4 > max_bytes and len(data.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ProtocolError(ErrorCode.MESSAGE_TOO_BIG, f"message larger than the limit of {max_bytes} bytes")
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"message is not valid JSON: {_short(exc)}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "message must be a JSON object")
+    kind = obj.get("@type")
+    if not isinstance(kind, str) or not kind:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, 'message needs a string "@type" field')
+    return obj
+
+
+def parse_session_command(obj: JsonObject) -> Subscribe | Unsubscribe | None:
+    """Recognise the messages both sockets share; None means "for the endpoint to handle"."""
+    kind = obj["@type"]
+    if kind in SUBSCRIBE_TYPES:
+        token = obj.get("jwt")
+        if token is None or token == "":
+            raise AuthError(ErrorCode.TOKEN_MISSING, 'subscribe needs a non-empty "jwt" field')
+        if not isinstance(token, str):
+            raise AuthError(ErrorCode.TOKEN_INVALID, '"jwt" must be a string')
+        return Subscribe(token.strip())
+    if kind == "unsubscribe":
+        return Unsubscribe()
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Server -> client
+
+
+def encode(obj: JsonObject) -> str:
+    """Serialise one server frame: compact JSON, UTF-8 kept as is."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_frame(code: ErrorCode, message: str) -> JsonObject:
+    return {"@type": "error", "error": str(code), "message": message}
+
+
+def subscribed_frame(user: str, endpoint: str, expires_at: float | None) -> JsonObject:
+    frame: JsonObject = {"@type": "subscribed", "user": user, "endpoint": endpoint}
+    if expires_at is not None:
+        frame["expiresAt"] = int(expires_at)
+    return frame
+
+
+def unsubscribed_frame() -> JsonObject:
+    return {"@type": "unsubscribed"}
+
+
+# Close reasons must fit in a control frame (125 bytes minus the 2-byte code).
+MAX_CLOSE_REASON: Final = 123
+
+
+def close_reason(text: str) -> str:
+    """Trim a human close reason to what a close frame can carry (the old service overflowed it)."""
+    raw = text.encode("utf-8")
+    if len(raw) <= MAX_CLOSE_REASON:
+        return text
+    return raw[:MAX_CLOSE_REASON].decode("utf-8", "ignore")

@@ -1,0 +1,408 @@
+"""The WebSocket listener: handshake checks, then one reader and one writer task per session.
+
+Each TCP connection runs in its own nursery under a catch-all boundary, so no error in one
+connection can take the listener down (an unhandled error in a trio-websocket handler otherwise
+tears down the whole server). Handshakes are time-boxed; refused handshakes get an HTTP status
+and a JSON body. The writer owns every timer of a session (subscribe deadline, token expiry,
+keepalive ping), so a session costs two tasks of ours plus trio-websocket's reader.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Final, Protocol
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
+
+from gateway import wsconn
+from gateway.auth import Identity, Resolver
+from gateway.config import Settings, parse_host_port
+from gateway.hub import Hub
+from gateway.metrics import Metrics
+from gateway.protocol import (
+    AuthError,
+    CloseCode,
+    ErrorCode,
+    JsonObject,
+    ProtocolError,
+    Subscribe,
+    Unsubscribe,
+    decode_frame,
+    parse_session_command,
+    subscribed_frame,
+    unsubscribed_frame,
+)
+from gateway.session import CHAT, EVENTS, CloseRequest, Outbox, RateLimiter, Session
+
+log = logging.getLogger("gateway.server")
+
+ENDPOINT_PATHS: Final = {"/ws": EVENTS, "/ws/event": EVENTS, "/chat": CHAT, "/ws/chat": CHAT}
+# trio-websocket buffers this many complete inbound messages per connection before its reader
+# waits for ours; a few keep pongs and close frames flowing while a message is being handled.
+INBOUND_QUEUE: Final = 4
+# Frames up to this multiple of the limit are read whole, so they get a JSON error before 1009;
+# anything larger is cut off by trio-websocket after its first chunk (close 1009, no error frame).
+HARD_SIZE_FACTOR: Final = 4
+
+
+class EndpointHandler(Protocol):
+    """What one socket path adds on top of the shared session machinery."""
+
+    async def on_subscribed(self, session: Session, identity: Identity) -> None: ...
+
+    async def on_unsubscribed(self, session: Session) -> None: ...
+
+    async def handle(self, session: Session, message: JsonObject) -> None:
+        """Handle one message of a subscribed session; raise ProtocolError to refuse it."""
+        ...
+
+    async def on_closed(self, session: Session) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    error: str
+    message: str
+
+
+class WebSocketServer:
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub,
+        resolver: Resolver,
+        handlers: dict[str, EndpointHandler],
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.resolver = resolver
+        self.handlers = handlers
+        self.metrics = metrics
+        self.ports: list[int] = []
+        self.draining = False
+        self._origins = _allowed_origins(settings.allowed_origins)
+        self._accepting: trio.CancelScope | None = None
+        self._connections: trio.Nursery | None = None
+        self._pending_handshakes = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen until :meth:`drain` is called and every session has gone, or until cancelled."""
+        host, port = parse_host_port(self.settings.listen, "listen")
+        listeners = await trio.open_tcp_listeners(port, host=_bind_host(host))
+        self.ports = sorted({ln.socket.getsockname()[1] for ln in listeners})
+        async with trio.open_nursery() as connections:
+            self._connections = connections
+            async with trio.open_nursery() as accepting:
+                self._accepting = accepting.cancel_scope
+                serve = partial(trio.serve_listeners, self.serve_stream, listeners,
+                                handler_nursery=connections)  # fmt: skip
+                await accepting.start(serve)
+                task_status.started(self.ports)
+            # drain() cancelled accepting (listeners closed); leaving the block waits for sessions.
+
+    def drain(self) -> None:
+        """Stop accepting, ask every session to close with 1001, abort stragglers at the deadline."""
+        if self.draining:
+            return
+        self.draining = True
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for session in list(self.hub.sessions):
+            session.close(CloseCode.GOING_AWAY, "server shutting down", error=ErrorCode.SHUTTING_DOWN)
+        if self._connections is not None:
+            self._connections.cancel_scope.deadline = trio.current_time() + self.settings.drain_timeout
+
+    # -- one TCP connection -----------------------------------------------------------------
+
+    async def serve_stream(self, stream: trio.abc.Stream, remote: str | None = None) -> None:
+        """Serve one connection from handshake to close. Never raises (but Cancelled)."""
+        remote = remote or _remote_ip(stream)
+        try:
+            async with trio.open_nursery() as nursery:
+                request = await self._handshake(nursery, stream)
+                if request is not None:
+                    await self._accept_or_refuse(request, remote)
+                nursery.cancel_scope.cancel()  # stop trio-websocket's reader task
+        except* (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer went away mid-handshake or mid-close: nothing to report
+        except* Exception as group:
+            self.metrics.handler_errors.inc()
+            log.error("connection from %s failed", remote, exc_info=group)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+
+    async def _handshake(self, nursery: trio.Nursery, stream: trio.abc.Stream) -> WebSocketRequest | None:
+        if self._pending_handshakes >= self.settings.max_sessions:
+            self.metrics.connections_refused.labels("handshake_backlog").inc()
+            return None
+        self._pending_handshakes += 1
+        try:
+            with trio.move_on_after(self.settings.handshake_timeout):
+                return await wrap_server_stream(
+                    nursery, stream,
+                    message_queue_size=INBOUND_QUEUE,
+                    max_message_size=self.settings.max_message_bytes * HARD_SIZE_FACTOR,
+                )  # fmt: skip
+            self.metrics.connections_refused.labels("handshake_timeout").inc()
+            return None
+        finally:
+            self._pending_handshakes -= 1
+
+    def _refusal(self, request: WebSocketRequest, remote: str) -> Refusal | None:
+        path = urlsplit(request.path).path
+        if path not in ENDPOINT_PATHS:
+            return Refusal(404, "not_found", f"no WebSocket endpoint at {path[:100]!r}; use /ws or /chat")
+        origin = _header(request, b"origin")
+        if not _origin_allowed(origin, self._origins):
+            return Refusal(403, "origin_forbidden", "this Origin is not in the gateway's allowed_origins")
+        if self.draining:
+            return Refusal(503, "shutting_down", "the gateway is shutting down; retry shortly")
+        if len(self.hub.sessions) >= self.settings.max_sessions:
+            return Refusal(503, "too_many_sessions", "the gateway is at its session limit; retry later")
+        if self.hub.count_from(remote) >= self.settings.max_sessions_per_ip:
+            return Refusal(429, "too_many_sessions_from_ip", "too many sessions from this address")
+        return None
+
+    async def _accept_or_refuse(self, request: WebSocketRequest, remote: str) -> None:
+        refusal = self._refusal(request, remote)
+        if refusal is not None:
+            self.metrics.connections_refused.labels(refusal.error).inc()
+            body = json.dumps({"error": refusal.error, "message": refusal.message}).encode()
+            headers = [(b"content-type", b"application/json")]
+            if refusal.status in (429, 503):
+                headers.append((b"retry-after", b"5"))
+            await request.reject(refusal.status, extra_headers=headers, body=body)
+            return
+        endpoint = ENDPOINT_PATHS[urlsplit(request.path).path]
+        conn = await request.accept()
+        session = self._new_session(endpoint, remote)
+        await self._run_session(conn, session, self.handlers[endpoint])
+
+    def _new_session(self, endpoint: str, remote: str) -> Session:
+        s = self.settings
+        now = trio.current_time()
+        session = Session(
+            endpoint,
+            remote,
+            Outbox(s.outbox_max_frames, s.outbox_max_bytes),
+            RateLimiter(s.rate_limit, s.rate_burst, now),
+            close_timeout=s.close_timeout,
+            on_close=self._on_session_close,
+        )
+        session.auth_deadline = now + s.subscribe_timeout
+        return session
+
+    def _on_session_close(self, session: Session, request: CloseRequest) -> None:
+        self.hub.stop_delivering(session)
+        self.metrics.session_closes.labels(str(int(request.code))).inc()
+        if request.code == CloseCode.SLOW_CONSUMER:
+            self.metrics.slow_consumer_closes.inc()
+        log.info("closing %r: %d %s", session, request.code, request.reason)
+
+    # -- one session ------------------------------------------------------------------------
+
+    async def _run_session(
+        self, conn: WebSocketConnection, session: Session, handler: EndpointHandler
+    ) -> None:
+        self.hub.add(session)
+        try:
+            with trio.CancelScope() as scope:
+                session.cancel_scope = scope
+                if self.draining:
+                    session.close(CloseCode.GOING_AWAY, "server shutting down")
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_loop, conn, session)
+                    await self._read_loop(conn, session, handler)
+                    if session.closing is None:  # the peer closed or vanished
+                        nursery.cancel_scope.cancel()
+        finally:
+            self.hub.remove(session)
+            with trio.CancelScope(shield=True):
+                await handler.on_closed(session)
+            if conn.closed is None:
+                await wsconn.abort(conn)
+
+    async def _read_loop(self, conn: WebSocketConnection, session: Session, handler: EndpointHandler) -> None:
+        while session.closing is None:
+            try:
+                data = await conn.get_message()
+            except ConnectionClosed:
+                return
+            if session.closing is not None:
+                return
+            try:
+                await self._on_message(session, handler, data)
+            except Exception:
+                self.metrics.handler_errors.inc()
+                log.exception("error handling a message of %r", session)
+                session.fail(ErrorCode.INTERNAL, "internal error; the session is closed")
+
+    async def _on_message(self, session: Session, handler: EndpointHandler, data: str | bytes) -> None:
+        if not session.limiter.allow(trio.current_time()):
+            session.fail(ErrorCode.RATE_LIMITED, "too many messages; slow down")
+            return
+        try:
+            message = decode_frame(data, self.settings.max_message_bytes)
+            command = parse_session_command(message)
+            if isinstance(command, Subscribe):
+                await self._subscribe(session, handler, command)
+            elif isinstance(command, Unsubscribe):
+                await self._unsubscribe(session, handler)
+            elif not session.subscribed:
+                raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, "send a subscribe message with a token first")
+            else:
+                await handler.handle(session, message)
+        except AuthError as err:
+            self.metrics.auth_failures.labels(str(err.code)).inc()
+            session.fail(err.code, err.message)
+        except ProtocolError as err:
+            session.fail(err.code, err.message)
+
+    async def _subscribe(self, session: Session, handler: EndpointHandler, command: Subscribe) -> None:
+        identity = await self.resolver.resolve(command.token)
+        if session.identity is not None and identity.sub != session.identity.sub:
+            raise ProtocolError(ErrorCode.IDENTITY_CHANGED, "a session cannot change user; reconnect instead")
+        session.auth_deadline = None
+        session.token_deadline = _token_deadline(identity, self.settings.jwt_leeway)
+        self.hub.start_delivering(session, identity)
+        # Queued right after indexing, with no checkpoint between: every event published after
+        # this reply reaches the session.
+        session.send_json(subscribed_frame(identity.user, session.endpoint, identity.expires_at))
+        session.outbox.wake()  # the writer re-reads the token deadline
+        await handler.on_subscribed(session, identity)
+
+    async def _unsubscribe(self, session: Session, handler: EndpointHandler) -> None:
+        self.hub.stop_delivering(session)
+        session.token_deadline = None
+        await handler.on_unsubscribed(session)
+        session.send_json(unsubscribed_frame())
+
+    async def _write_loop(self, conn: WebSocketConnection, session: Session) -> None:
+        keepalive = _Keepalive(trio.current_time() + self.settings.ping_interval)
+        try:
+            while True:
+                with trio.move_on_at(self._next_timer(session, keepalive)):
+                    await session.outbox.wait()
+                await self._run_timers(conn, session, keepalive)
+                frames = session.outbox.take()
+                if frames:
+                    await wsconn.send_frames(conn, b"".join(frames))
+                elif (closing := session.closing) is not None:
+                    await conn.aclose(closing.code, closing.reason)
+                    return
+        except ConnectionClosed:
+            return
+
+    def _next_timer(self, session: Session, keepalive: _Keepalive) -> float:
+        deadlines = [keepalive.next_ping]
+        if keepalive.pong is not None:
+            deadlines.append(keepalive.pong_deadline)
+        if session.auth_deadline is not None:
+            deadlines.append(session.auth_deadline)
+        if session.token_deadline is not None and session.subscribed:
+            deadlines.append(session.token_deadline)
+        return min(deadlines)
+
+    async def _run_timers(self, conn: WebSocketConnection, session: Session, keepalive: _Keepalive) -> None:
+        if session.closing is not None:
+            return
+        now = trio.current_time()
+        if session.auth_deadline is not None and now >= session.auth_deadline:
+            session.fail(ErrorCode.SUBSCRIBE_TIMEOUT, "no valid subscribe message in time")
+        elif session.subscribed and session.token_deadline is not None and now >= session.token_deadline:
+            session.fail(ErrorCode.TOKEN_EXPIRED, "token expired; subscribe again with a fresh token")
+        elif keepalive.pong is not None and keepalive.pong.is_set():
+            keepalive.pong = None
+        elif keepalive.pong is not None and now >= keepalive.pong_deadline:
+            session.fail(ErrorCode.PING_TIMEOUT, "no answer to keepalive ping")
+        if session.closing is None and keepalive.pong is None and now >= keepalive.next_ping:
+            keepalive.pong = await wsconn.send_ping(conn)
+            keepalive.pong_deadline = now + self.settings.ping_timeout
+            keepalive.next_ping = now + self.settings.ping_interval
+
+
+@dataclass(slots=True)
+class _Keepalive:
+    next_ping: float
+    pong: trio.Event | None = None
+    pong_deadline: float = 0.0
+
+
+def _token_deadline(identity: Identity, leeway: float) -> float | None:
+    """The trio-clock time at which the token lapses (exp is wall-clock time)."""
+    if identity.expires_at is None:
+        return None
+    return trio.current_time() + max(0.0, identity.expires_at - time.time()) + leeway
+
+
+def _bind_host(host: str) -> str | None:
+    """``[::]`` (like an empty host) means every interface, IPv4 and IPv6, as in the old service."""
+    return None if host in ("", "::", "*") else host
+
+
+def _remote_ip(stream: trio.abc.Stream) -> str:
+    if not isinstance(stream, trio.SocketStream):
+        return "local"
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:
+        return "?"
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+def _header(request: WebSocketRequest, name: bytes) -> str | None:
+    for key, value in request.headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _normalize_origin(origin: str) -> str:
+    return origin.strip().rstrip("/").lower()
+
+
+def _allowed_origins(configured: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(_normalize_origin(o) for o in configured)
+
+
+def _origin_allowed(origin: str | None, allowed: frozenset[str]) -> bool:
+    """Non-browser clients send no Origin and pass; browsers must be on the allow-list."""
+    if origin is None:
+        return True
+    return "*" in allowed or _normalize_origin(origin) in allowed
+
+
+class EventsEndpoint:
+    """The events socket: after subscribe, the client only listens."""
+
+    async def on_subscribed(self, session: Session, identity: Identity) -> None:
+        pass
+
+    async def on_unsubscribed(self, session: Session) -> None:
+        pass
+
+    async def handle(self, session: Session, message: JsonObject) -> None:
+        kind = str(message["@type"])[:40]
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE,
+            f"unknown @type {kind!r} on the events socket; send subscribe or unsubscribe",
+        )
+
+    async def on_closed(self, session: Session) -> None:
+        pass

@@ -1,0 +1,192 @@
+"""One client connection's state, independent of the socket: outbox, rate limit, close request.
+
+The fan-out path only ever calls :meth:`Session.send`, which never waits: a frame goes into the
+bounded :class:`Outbox` or, when the outbox is full, the session is marked as a slow consumer and
+asked to close with 4008. The writer task (``gateway.server``) drains the outbox in batches.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+
+from gateway.auth import Identity
+from gateway.protocol import (
+    CLOSE_CODE_FOR,
+    CloseCode,
+    ErrorCode,
+    JsonObject,
+    close_reason,
+    encode,
+    error_frame,
+)
+from gateway.wsconn import text_frame
+
+EVENTS: Final = "events"
+CHAT: Final = "chat"
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequest:
+    code: CloseCode
+    reason: str
+
+
+class Outbox:
+    """Encoded frames waiting for the writer; bounded by frame count and by bytes."""
+
+    __slots__ = ("_bytes", "_frames", "_waiter", "closing", "max_bytes", "max_frames")
+
+    def __init__(self, max_frames: int, max_bytes: int) -> None:
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self._frames: list[bytes] = []
+        self._bytes = 0
+        self._waiter: trio.Event | None = None
+        self.closing: CloseRequest | None = None
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def put(self, frame: bytes) -> bool:
+        """Queue a frame; False (and nothing queued) when that would pass a bound."""
+        if len(self._frames) >= self.max_frames or self._bytes + len(frame) > self.max_bytes:
+            return False
+        self._frames.append(frame)
+        self._bytes += len(frame)
+        self.wake()
+        return True
+
+    def put_final(self, frames: list[bytes], request: CloseRequest, *, discard: bool) -> None:
+        """Queue the last frames (past the bounds) and the close that follows them."""
+        if discard:
+            self._frames.clear()
+            self._bytes = 0
+        self._frames.extend(frames)
+        self._bytes += sum(map(len, frames))
+        self.closing = request
+        self.wake()
+
+    def take(self) -> list[bytes]:
+        frames, self._frames, self._bytes = self._frames, [], 0
+        return frames
+
+    def wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+
+    async def wait(self) -> None:
+        """Return once there is something to write, a close to perform, or ``wake()`` was called."""
+        if self._frames or self.closing is not None:
+            return
+        self._waiter = trio.Event()
+        try:
+            await self._waiter.wait()
+        finally:
+            self._waiter = None
+
+
+class RateLimiter:
+    """Token bucket: ``rate`` messages per second sustained, ``burst`` at once."""
+
+    __slots__ = ("_tokens", "_updated", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._tokens = float(burst)
+        self._updated = now
+
+    def allow(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+_ids = itertools.count(1)
+
+
+class Session:
+    """A WebSocket session as the rest of the gateway sees it."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        remote: str,
+        outbox: Outbox,
+        limiter: RateLimiter,
+        *,
+        close_timeout: float,
+        on_close: Callable[[Session, CloseRequest], None] | None = None,
+    ) -> None:
+        self.id = next(_ids)
+        self.endpoint = endpoint
+        self.remote = remote
+        self.outbox = outbox
+        self.limiter = limiter
+        self.identity: Identity | None = None
+        self.subscribed = False  # subscribed and not unsubscribed: events may reach it
+        self.auth_deadline: float | None = None  # trio time by which a subscribe must arrive
+        self.token_deadline: float | None = None  # trio time at which the token lapses
+        self.cancel_scope: trio.CancelScope | None = None
+        self._close_timeout = close_timeout
+        self._on_close = on_close
+
+    def __repr__(self) -> str:
+        user = self.identity.user if self.identity else "-"
+        return f"<Session {self.id} {self.endpoint} {user}@{self.remote}>"
+
+    @property
+    def closing(self) -> CloseRequest | None:
+        return self.outbox.closing
+
+    def send(self, frame: bytes) -> None:
+        """Queue an encoded frame without waiting; overflow closes the session with 4008."""
+        if self.outbox.closing is not None:
+            return
+        if not self.outbox.put(frame):
+            self.fail(ErrorCode.SLOW_CONSUMER, "outbound queue overflowed; read faster", discard=True)
+
+    def send_json(self, obj: JsonObject) -> None:
+        self.send(text_frame(encode(obj)))
+
+    def fail(self, code: ErrorCode, message: str, *, discard: bool = False) -> None:
+        """Send an error frame; close the session if the error requires it."""
+        close_code = CLOSE_CODE_FOR.get(code)
+        if close_code is None:
+            self.send_json(error_frame(code, message))
+        else:
+            self.close(close_code, message, error=code, discard=discard)
+
+    def close(
+        self,
+        code: CloseCode,
+        reason: str,
+        *,
+        error: ErrorCode | None = None,
+        discard: bool = False,
+    ) -> None:
+        """Ask the writer to flush (or ``discard``) the queue, then close with ``code``.
+
+        Never waits. The whole connection gets ``close_timeout`` seconds from now to finish;
+        after that it is aborted, which is what makes a client that stopped reading harmless.
+        """
+        if self.outbox.closing is not None:
+            return
+        request = CloseRequest(code, close_reason(reason))
+        final = [text_frame(encode(error_frame(error, reason)))] if error is not None else []
+        self.outbox.put_final(final, request, discard=discard)
+        self.subscribed = False
+        if self.cancel_scope is not None:
+            self.cancel_scope.deadline = min(
+                self.cancel_scope.deadline, trio.current_time() + self._close_timeout
+            )
+        if self._on_close is not None:
+            self._on_close(self, request)

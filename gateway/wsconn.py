@@ -1,0 +1,59 @@
+"""The one place that reaches past trio-websocket's public API, and why.
+
+trio-websocket encodes every message per connection and offers no way to write bytes that are
+already framed. Server frames are unmasked, so the gateway encodes each distinct message once
+(with wsproto, as trio-websocket would) and writes the same bytes to every recipient, joining
+everything a session has queued into one ``send_all``: measured here as 2-4x the throughput of
+``send_message`` per connection. It also needs to send a keepalive ping without parking a task
+until the pong arrives. Both use the connection's own stream lock and ping table, so they
+interleave safely with trio-websocket's reader (pongs, close replies).
+
+``tests/test_wsconn.py`` pins the internals used here, so a trio-websocket upgrade that moves
+them fails the suite instead of production.
+"""
+
+from __future__ import annotations
+
+import os
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import Ping
+from wsproto.frame_protocol import FrameProtocol
+
+# Encodes complete server->client text frames. Stateless for complete messages (fin=True).
+_ENCODER = FrameProtocol(client=False, extensions=[])
+
+
+def text_frame(payload: str) -> bytes:
+    """One complete, unmasked WebSocket text frame carrying ``payload``."""
+    return bytes(_ENCODER.send_data(payload, fin=True))
+
+
+async def send_frames(conn: WebSocketConnection, data: bytes) -> None:
+    """Write already-framed bytes; raises ConnectionClosed once the connection is closing."""
+    if conn._wsproto.state is not ConnectionState.OPEN:
+        raise ConnectionClosed(conn.closed)
+    async with conn._stream_lock:
+        try:
+            await conn._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await conn._abort_web_socket()
+            raise ConnectionClosed(conn.closed) from None
+
+
+async def send_ping(conn: WebSocketConnection) -> trio.Event:
+    """Send a ping and return an Event that trio-websocket sets when the matching pong arrives."""
+    payload = os.urandom(8)
+    pong = trio.Event()
+    conn._pings[payload] = pong
+    await conn._send(Ping(payload=payload))
+    return pong
+
+
+async def abort(conn: WebSocketConnection) -> None:
+    """Drop the connection at once, without a closing handshake (a peer that stopped reading)."""
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await conn.aclose()
