@@ -53,6 +53,18 @@ class Metrics:
             "gateway_bus_lag", "Events waiting between the bus and the router.", ["topic"],
             registry=r,
         )  # fmt: skip
+        self.bus_connected = Gauge(
+            "gateway_bus_connected", "1 while the bus engine is connected, else 0.", registry=r
+        )
+        self.bus_reconnects = Counter(
+            "gateway_bus_reconnects_total", "Times a remote bus connection was re-established.",
+            registry=r,
+        )  # fmt: skip
+        self.bus_buffered_bytes = Gauge(
+            "gateway_bus_buffered_bytes",
+            "Bytes of outbound bus messages buffered while the broker is unreachable.",
+            registry=r,
+        )
         self.debounce_pending = Gauge(
             "gateway_debounce_pending", "Tree nodes waiting out their debounce period.", registry=r
         )
