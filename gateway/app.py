@@ -70,6 +70,7 @@ class Gateway:
     """All services of one instance, wired together."""
 
     def __init__(self, settings: Settings, *, resolver: Resolver | None = None) -> None:
+        self.resolver = resolver or make_resolver(settings)
         if not settings.admin_key:
             raise ConfigError(
                 "no admin key configured: set GATEWAY_ADMIN_KEY (or run with --dev for a generated one)"
@@ -78,7 +79,6 @@ class Gateway:
         self.metrics = Metrics()
         self.hub = Hub(self.metrics)
         self.bus = make_bus(settings)
-        self.resolver = resolver or make_resolver(settings)
         self.dispatcher = Dispatcher(settings, self.bus, self.hub, self.metrics)
         handlers: dict[str, EndpointHandler] = {EVENTS: EventsEndpoint()}
         self.websocket = WebSocketServer(settings, self.hub, self.resolver, handlers, self.metrics)
@@ -132,10 +132,9 @@ class Gateway:
 
 
 async def serve(
-    settings: Settings, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
+    gateway: Gateway, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run a gateway until SIGTERM or SIGINT, then drain; a second signal aborts the drain."""
-    gateway = Gateway(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, signals, gateway, nursery.cancel_scope)

@@ -95,15 +95,16 @@ def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
 
 
 def _serve(args: argparse.Namespace, out: TextIO) -> int:
-    from gateway.app import serve
+    from gateway.app import Gateway, serve
 
     flags = {"listen": args.listen, "admin_listen": args.admin_listen, "bus_url": args.bus_url,
              "log_level": args.log_level}  # fmt: skip
     settings = _settings(args, **flags)
     if args.dev:
         settings = _dev_settings(settings, out)
+    gateway = Gateway(settings)  # refuses to start without keys, before anything listens
     logs.configure(settings.log_level, settings.log_format)
-    trio.run(serve, settings)
+    trio.run(serve, gateway)
     return EXIT_OK
 
 

@@ -125,3 +125,111 @@ class Harness:
             reply = await recv_json(ws)
             assert reply["@type"] == "subscribed", reply
             yield ws
+
+
+class RawClient:
+    """A WebSocket client over an in-memory stream that does only what the test tells it to.
+
+    Unlike trio-websocket's client it never answers pings by itself and never reads unless
+    asked, which is what keepalive and slow-consumer tests need.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        from wsproto import ConnectionType, WSConnection
+
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.events: list[object] = []
+
+    async def handshake(self, path: str = "/ws") -> None:
+        from wsproto.events import AcceptConnection, Request
+
+        await self.stream.send_all(self.ws.send(Request(host="gateway.test", target=path)))
+        while not any(isinstance(e, AcceptConnection) for e in self.events):
+            await self.receive_some()
+
+    async def send_json(self, obj: dict[str, Any]) -> None:
+        from wsproto.events import TextMessage
+
+        await self.stream.send_all(self.ws.send(TextMessage(data=json.dumps(obj))))
+
+    async def receive_some(self) -> bool:
+        """Read once from the stream; False at EOF."""
+        data = await self.stream.receive_some(65536)
+        self.ws.receive_data(data or None)
+        self.events.extend(self.ws.events())
+        return bool(data)
+
+    async def read_until_closed(self) -> None:
+        while await self.receive_some():
+            pass
+
+    def texts(self) -> list[dict[str, Any]]:
+        from wsproto.events import TextMessage
+
+        return [json.loads(e.data) for e in self.events if isinstance(e, TextMessage)]
+
+    def close_code(self) -> int | None:
+        from wsproto.events import CloseConnection
+
+        codes = [e.code for e in self.events if isinstance(e, CloseConnection)]
+        return codes[0] if codes else None
+
+
+async def http_request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request to 127.0.0.1:port with h11; returns (status, headers, body)."""
+    import h11
+
+    conn = h11.Connection(h11.CLIENT)
+    all_headers = {"host": "127.0.0.1", "content-length": str(len(body)), **(headers or {})}
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        data = conn.send(h11.Request(method=method, target=path, headers=list(all_headers.items())))
+        data += conn.send(h11.Data(data=body)) if body else b""
+        data += conn.send(h11.EndOfMessage())
+        await stream.send_all(data)
+        status, response_headers, parts = 0, {}, []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                response_headers = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                parts.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return status, response_headers, b"".join(parts)
+
+
+async def admin_publish(port: int, body: Any, key: str = ADMIN_KEY) -> tuple[int, dict[str, Any]]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    status, _, response = await http_request(
+        port, "POST", "/api/v1/publish", raw, {"authorization": f"Bearer {key}"}
+    )
+    return status, json.loads(response)
+
+
+@asynccontextmanager
+async def ws_client(url: str) -> AsyncIterator[WebSocketConnection]:
+    """``open_websocket_url`` that also closes its socket when the server closed first.
+
+    trio-websocket's client waits for the server's TCP close and then never closes its own
+    socket, which Python reports as an unclosed-socket ResourceWarning.
+    """
+    from trio_websocket import open_websocket_url
+
+    connection: WebSocketConnection | None = None
+    try:
+        async with open_websocket_url(url) as ws:
+            connection = ws
+            yield ws
+    finally:
+        if connection is not None:
+            await trio.aclose_forcefully(connection._stream)

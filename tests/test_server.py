@@ -6,10 +6,11 @@ import json
 
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionClosed
 
 from gateway.auth import mint_token
-from tests.helpers import TREE, Harness, expect_nothing, recv_json, token
+from tests.helpers import TREE, Harness, RawClient, expect_nothing, make_settings, recv_json, token
 
 
 def tree_event(path: str, uuid: str = "n-1", kind: str | None = None) -> dict[str, object]:
@@ -100,3 +101,205 @@ async def test_token_expiry_closes_4001(harness: Harness, autojump_clock: object
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
     assert closed.value.reason.code == 4001
+
+
+async def test_resubscribe_with_fresh_token_replaces_identity(harness: Harness) -> None:
+    other = {"uuid": "ws-other", "slug": "other", "roots": ["/ds/other"], "permissions": "r"}
+    async with harness.subscribed(token()) as ws:
+        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token(workspaces=[other])}))
+        assert (await recv_json(ws))["@type"] == "subscribed"
+        await harness.publish(TREE, tree_event("/ds/common/a.txt", "n-a"))
+        await harness.publish(TREE, tree_event("/ds/other/b.txt", "n-b"))
+        message = await recv_json(ws)
+    assert message["Target"]["Path"] == "other/b.txt"
+
+
+async def test_resubscribe_as_another_user_closes_4003(harness: Harness) -> None:
+    async with harness.subscribed(token("alice")) as ws:
+        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token("bob")}))
+        assert (await recv_json(ws))["error"] == "identity_changed"
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 4003
+
+
+async def test_unsubscribe_stops_delivery_and_keeps_socket(harness: Harness, autojump_clock: object) -> None:
+    async with harness.subscribed(token()) as ws:
+        await ws.send_message('{"@type": "unsubscribe"}')
+        assert (await recv_json(ws))["@type"] == "unsubscribed"
+        await harness.publish(TREE, tree_event("/ds/common/a.txt"))
+        await expect_nothing(ws, 60)
+        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token()}))
+        assert (await recv_json(ws))["@type"] == "subscribed"
+        await harness.publish(TREE, tree_event("/ds/common/b.txt", "n-b"))
+        assert (await recv_json(ws))["Target"]["Path"] == "common-files/b.txt"
+
+
+async def test_resubscribe_extends_token_expiry(harness: Harness, autojump_clock: object) -> None:
+    async with harness.subscribed(token(ttl=60)) as ws:
+        await trio.sleep(50)
+        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token(ttl=3600)}))
+        assert (await recv_json(ws))["@type"] == "subscribed"
+        await expect_nothing(ws, 100)  # past the first token's expiry: still open
+
+
+async def test_keepalive_answered_keeps_session(harness: Harness, autojump_clock: object) -> None:
+    async with harness.subscribed(token()) as ws:
+        await expect_nothing(ws, 300)
+        await harness.publish(TREE, tree_event("/ds/common/a.txt"))
+        assert (await recv_json(ws))["Target"]["Path"] == "common-files/a.txt"
+
+
+async def test_keepalive_unanswered_closes_4002(harness: Harness, autojump_clock: object) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(harness.gateway.websocket.serve_stream, server_stream, "local")
+        client = RawClient(client_stream)
+        await client.handshake()
+        await client.send_json({"@type": "subscribe", "jwt": token()})
+        start = trio.current_time()
+        with trio.fail_after(120):
+            while len(harness.gateway.hub.sessions) == 1 and await client.receive_some():
+                pass  # read, but never answer the pings
+    assert client.close_code() == 4002
+    assert [m.get("error") for m in client.texts()][-1] == "ping_timeout"
+    assert 40 <= trio.current_time() - start <= 46  # ping at 30 s, 10 s to answer, then close
+
+
+async def test_slow_consumer_closed_4008_without_delaying_others(
+    nursery: trio.Nursery, autojump_clock: object
+) -> None:
+    harness = await Harness(nursery, make_settings(outbox_max_frames=50, close_timeout=5)).start()
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    # Leaving this nursery waits for the stuck connection: it is aborted after close_timeout.
+    with trio.fail_after(30):
+        async with trio.open_nursery() as stuck_connection:
+            stuck_connection.start_soon(harness.gateway.websocket.serve_stream, server_stream, "stuck")
+            stuck = RawClient(client_stream)
+            await stuck.handshake()
+            await stuck.send_json({"@type": "subscribe", "jwt": token("stuck")})
+            async with harness.subscribed(token("healthy")) as healthy:
+                start = trio.current_time()
+                for i in range(200):
+                    await harness.publish(TREE, tree_event(f"/ds/common/f{i}.txt", f"n-{i}"))
+                for i in range(200):
+                    assert (await recv_json(healthy))["Target"]["Path"] == f"common-files/f{i}.txt"
+                assert trio.current_time() - start < 0.1  # never waited for the stuck session
+    metrics = harness.gateway.metrics
+    assert metrics.registry.get_sample_value("gateway_slow_consumer_closes_total") == 1
+    assert metrics.registry.get_sample_value("gateway_session_closes_total", {"code": "4008"}) == 1
+    assert len(harness.gateway.hub.sessions) == 0
+
+
+async def test_rate_limit_closes_1008(nursery: trio.Nursery) -> None:
+    harness = await Harness(nursery, make_settings(rate_limit=1, rate_burst=5)).start()
+    async with harness.subscribed(token()) as ws:
+        for _ in range(5):
+            await ws.send_message('{"@type": "dance"}')
+        replies = [await recv_json(ws) for _ in range(5)]
+        assert replies[-1]["error"] == "rate_limited"
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 1008
+
+
+async def test_binary_frame_closes_1003(harness: Harness) -> None:
+    async with harness.subscribed(token()) as ws:
+        await ws.send_message(b"\x00\x01")
+        assert (await recv_json(ws))["error"] == "binary_not_supported"
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 1003
+
+
+async def test_oversized_message_gets_error_and_1009(harness: Harness) -> None:
+    async with harness.subscribed(token()) as ws:
+        await ws.send_message(json.dumps({"@type": "x", "pad": "a" * 70_000}))
+        assert (await recv_json(ws))["error"] == "message_too_big"
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 1009
+
+
+async def test_huge_message_cut_off_with_1009(harness: Harness) -> None:
+    async with harness.subscribed(token()) as ws:
+        await ws.send_message("a" * (1 << 20))
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 1009
+
+
+async def test_large_token_accepted(harness: Harness) -> None:
+    many = [
+        {"uuid": f"ws-{i}", "slug": f"s{i}", "roots": [f"/ds/folder-number-{i}"], "permissions": "r"}
+        for i in range(120)
+    ]
+    jwt = token(workspaces=[*many, {"uuid": "ws-common", "slug": "common-files", "roots": ["/ds/common"]}])
+    assert len(jwt) > 8000
+    async with harness.subscribed(jwt) as ws:
+        await harness.publish(TREE, tree_event("/ds/common/a.txt"))
+        assert (await recv_json(ws))["Target"]["Path"] == "common-files/a.txt"
+
+
+@pytest.mark.parametrize(
+    ("allowed", "origin", "accepted"),
+    [
+        ((), None, True),
+        ((), "https://evil.example", False),
+        (("https://cells.example.com",), "https://cells.example.com", True),
+        (("https://cells.example.com",), "https://CELLS.example.com/", True),
+        (("https://cells.example.com",), "https://cells.example.com.evil.example", False),
+        (("https://cells.example.com",), "null", False),
+        (("*",), "https://anything.example", True),
+    ],
+)
+async def test_origin_allow_list(
+    nursery: trio.Nursery, allowed: tuple[str, ...], origin: str | None, accepted: bool
+) -> None:
+    harness = await Harness(nursery, make_settings(allowed_origins=allowed)).start()
+    headers = [(b"Origin", origin.encode())] if origin else []
+    if accepted:
+        async with harness.connect(headers=headers) as ws:
+            await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token()}))
+            assert (await recv_json(ws))["@type"] == "subscribed"
+    else:
+        refused = await harness.refusal(headers=headers)
+        assert refused.status_code == 403
+
+
+async def test_session_limits_refused_at_handshake(nursery: trio.Nursery) -> None:
+    harness = await Harness(nursery, make_settings(max_sessions=3, max_sessions_per_ip=2)).start()
+    async with harness.connect(remote="10.0.0.1"), harness.connect(remote="10.0.0.1"):
+        assert (await harness.refusal(remote="10.0.0.1")).status_code == 429
+        async with harness.connect(remote="10.0.0.2"):
+            assert (await harness.refusal(remote="10.0.0.3")).status_code == 503
+
+
+async def test_drain_closes_sessions_1001(harness: Harness) -> None:
+    async with harness.subscribed(token()) as ws:
+        await harness.publish(TREE, tree_event("/ds/common/a.txt"))
+        await trio.testing.wait_all_tasks_blocked()  # routed and queued, maybe not yet written
+        harness.gateway.websocket.drain()
+        assert (await recv_json(ws))["Target"]["Path"] == "common-files/a.txt"  # flushed first
+        assert (await recv_json(ws))["error"] == "shutting_down"
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 1001
+
+
+async def test_handler_error_closes_only_that_session_1011(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    async with harness.subscribed(token()) as bystander, harness.subscribed(token()) as victim:
+        monkeypatch.setattr(harness.gateway.websocket.handlers["events"], "handle", broken)
+        await victim.send_message('{"@type": "dance"}')
+        assert (await recv_json(victim))["error"] == "internal_error"
+        with pytest.raises(ConnectionClosed) as closed:
+            await victim.get_message()
+        assert closed.value.reason.code == 1011
+        await harness.publish(TREE, tree_event("/ds/common/a.txt"))
+        assert (await recv_json(bystander))["Target"]["Path"] == "common-files/a.txt"
+    assert harness.gateway.metrics.registry.get_sample_value("gateway_handler_errors_total") == 1

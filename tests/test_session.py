@@ -1,0 +1,68 @@
+"""Outbox bounds, the token bucket, and the close request a session carries."""
+
+from __future__ import annotations
+
+import trio
+
+from gateway.protocol import CloseCode, ErrorCode
+from gateway.session import Outbox, RateLimiter, Session
+
+
+def make_session(frames: int = 3, size: int = 1000) -> Session:
+    return Session("events", "local", Outbox(frames, size), RateLimiter(10, 5, 0.0), close_timeout=5)
+
+
+def test_outbox_bounded_by_frames_and_bytes() -> None:
+    outbox = Outbox(2, 10)
+    assert outbox.put(b"12345")
+    assert not outbox.put(b"123456")  # would pass the byte bound
+    assert outbox.put(b"1")
+    assert not outbox.put(b"1")  # would pass the frame bound
+    assert outbox.take() == [b"12345", b"1"]
+    assert outbox.put(b"1234567890")
+
+
+def test_session_overflow_becomes_slow_consumer_close() -> None:
+    session = make_session(frames=2)
+    for _ in range(3):
+        session.send(b"frame")
+    assert session.closing is not None
+    assert session.closing.code == CloseCode.SLOW_CONSUMER
+    frames = session.outbox.take()
+    assert len(frames) == 1 and b"slow_consumer" in frames[0]  # queued frames were discarded
+    session.send(b"late")
+    assert session.outbox.take() == []  # nothing is queued once closing
+
+
+def test_session_close_flushes_then_closes_once() -> None:
+    session = make_session()
+    session.send(b"a")
+    session.close(CloseCode.GOING_AWAY, "bye", error=ErrorCode.SHUTTING_DOWN)
+    session.close(CloseCode.NORMAL, "again")
+    assert session.closing is not None and session.closing.code == CloseCode.GOING_AWAY
+    frames = session.outbox.take()
+    assert frames[0] == b"a" and b"shutting_down" in frames[1]
+
+
+def test_session_fail_without_close_code_keeps_session_open() -> None:
+    session = make_session()
+    session.fail(ErrorCode.BAD_JSON, "nope")
+    assert session.closing is None
+    assert b"bad_json" in session.outbox.take()[0]
+
+
+def test_rate_limiter_burst_then_refill() -> None:
+    limiter = RateLimiter(rate=2, burst=3, now=0.0)
+    assert [limiter.allow(0.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow(0.5)  # one token back after half a second at 2/s
+    assert not limiter.allow(0.5)
+    assert [limiter.allow(100.0) for _ in range(4)] == [True, True, True, False]  # capped at burst
+
+
+async def test_outbox_wait_wakes_on_put() -> None:
+    outbox = Outbox(10, 1000)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(outbox.wait)
+        await trio.testing.wait_all_tasks_blocked()
+        outbox.put(b"x")
+    assert outbox.take() == [b"x"]
