@@ -44,6 +44,10 @@ class Hub:
         self._by_workspace_uuid: dict[str, set[Session]] = {}
         self._admins: set[Session] = set()
         self._roots: dict[str, Counter[Workspace]] = {}  # root -> workspaces with that root
+        # The identity each session is indexed under. Kept here, not read back from the session:
+        # Session.close() clears ``subscribed`` before the hub hears of it, and the session's
+        # identity may be replaced before it is re-indexed.
+        self._indexed: dict[Session, Identity] = {}
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -70,11 +74,13 @@ class Hub:
         session.identity = identity
         session.subscribed = True
         if session.endpoint == EVENTS:
+            self._indexed[session] = identity
             self._index(session, identity, add=True)
 
     def stop_delivering(self, session: Session) -> None:
-        if session.subscribed and session.endpoint == EVENTS and session.identity is not None:
-            self._index(session, session.identity, add=False)
+        identity = self._indexed.pop(session, None)
+        if identity is not None:
+            self._index(session, identity, add=False)
         session.subscribed = False
 
     def _index(self, session: Session, identity: Identity, *, add: bool) -> None:
@@ -82,7 +88,7 @@ class Hub:
         _toggle(self._by_sub, identity.sub, session, add)
         for role in identity.roles:
             _toggle(self._by_role, role, session, add)
-        for ws in identity.workspaces:
+        for ws in dict.fromkeys(identity.workspaces):  # a workspace listed twice is indexed once
             _toggle(self._by_workspace_uuid, ws.uuid, session, add)
             first = ws not in self._by_workspace
             _toggle(self._by_workspace, ws, session, add)

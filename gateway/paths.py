@@ -15,7 +15,7 @@ PYDIO_HIDDEN_FILE = ".pydio"
 
 def normalize(path: str) -> str | None:
     """Return the normalised form of ``path``, or None if it is invalid."""
-    if any(ch < " " or ch == "\x7f" for ch in path):
+    if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in path):  # C0, DEL and C1 controls
         return None
     segments = [s for s in path.split("/") if s]
     if any(s in {".", ".."} for s in segments):

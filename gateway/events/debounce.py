@@ -21,6 +21,8 @@ from gateway.events.model import JsonObject
 from gateway.events.tree import (
     CREATE,
     DEBOUNCED_TYPES,
+    EVENT_TYPES,
+    READ,
     UPDATE_CONTENT,
     event_type,
     node_of,
@@ -61,6 +63,9 @@ class Debouncer:
 
     def add(self, event: JsonObject, now: float) -> list[JsonObject]:
         """Take one event; return the events to route now, in order."""
+        kind = event_type(event)
+        if kind == READ or kind not in EVENT_TYPES:
+            return [event]  # never routed anywhere: no reason to cut a batch short
         key = self._debounce_key(event)
         if key is None:
             return [*self._release_for(event), event]

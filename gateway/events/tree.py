@@ -61,8 +61,15 @@ def route(event: JsonObject, covering: Covering) -> list[Delivery]:
     for ws, (source_root, target_root) in roots.items():
         seen_source = _visible(source_path, source_root)
         seen_target = _visible(target_path, target_root)
-        message = _message(kind, ws, source if seen_source else None, target if seen_target else None,
-                           source_root, target_root, has_target=target is not None)  # fmt: skip
+        message = _message(
+            kind,
+            ws,
+            source if seen_source else None,
+            target if seen_target else None,
+            source_root,
+            target_root,
+            has_target=target is not None,
+        )
         if message is not None:
             deliveries.append(Delivery(message, (ToWorkspace(ws),), allow))
     return deliveries
@@ -174,8 +181,8 @@ def meta_policy_check(source: JsonObject | None) -> Callable[[Identity], bool]:
         subject = policy.get("Subject")
         if not isinstance(subject, str):
             continue
-        action = policy.get("Action")
-        is_allow = policy.get("Effect") in _ALLOW_EFFECTS
+        action = _enum(policy.get("Action"))
+        is_allow = _enum(policy.get("Effect")) in _ALLOW_EFFECTS
         conditional = bool(policy.get("JsonConditions"))
         if is_allow and action in _READ_ACTIONS and not conditional:
             allowed.add(subject)
@@ -190,6 +197,13 @@ def meta_policy_check(source: JsonObject | None) -> Callable[[Identity], bool]:
     return allow
 
 
+def _enum(value: object) -> str | int | None:
+    """An enum as the platform writes it (number or name); anything else counts as missing."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return value
+
+
 def _policies(source: JsonObject | None) -> list[dict[str, Any]]:
     meta = source.get("MetaStore") if source else None
     raw = meta.get(META_POLICIES) if isinstance(meta, dict) else None
@@ -199,7 +213,7 @@ def _policies(source: JsonObject | None) -> list[dict[str, Any]]:
             break
         try:
             raw = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             return []
     if not isinstance(raw, list):
         return []
