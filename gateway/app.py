@@ -1,6 +1,7 @@
 """One gateway instance: every service in one root nursery, and its graceful shutdown.
 
-Start order: bus, dispatcher, WebSocket listener, admin listener; ``task_status.started`` hands
+Start order: chat-store migrations, bus, chat store, dispatcher, chat service, WebSocket listener,
+admin listener; ``task_status.started`` hands
 back the running :class:`Gateway` (with its bound ports) once all of them accept work. On
 :meth:`Gateway.stop` (SIGTERM/SIGINT under :func:`serve`): readiness goes false, debounced events
 are routed, every session is closed with 1001 within ``drain_timeout``, then the rest is cancelled.
@@ -12,21 +13,30 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Final
 
 import trio
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.admin import AdminServer
 from gateway.auth import JwtResolver, Resolver
 from gateway.bus import Bus
 from gateway.bus.memory import MemoryBus
+from gateway.bus.nats import NatsBus
+from gateway.chat import migrate
+from gateway.chat.access import HttpNodeAccess, NodeAccess, NodeRoomsDisabled, OpenNodeAccess
+from gateway.chat.service import ChatService
+from gateway.chat.store import ChatStore
 from gateway.config import ConfigError, Settings
 from gateway.dispatch import Dispatcher
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.server import EndpointHandler, EventsEndpoint, WebSocketServer
-from gateway.session import EVENTS
+from gateway.session import CHAT, EVENTS
 
 log = logging.getLogger("gateway")
+
+BUS_FLUSH_TIMEOUT: Final = 2.0
 
 
 def make_resolver(settings: Settings) -> Resolver:
@@ -60,10 +70,35 @@ def _read(path: str | None, name: str, *, binary: bool) -> bytes | str | None:
         raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
 
 
-def make_bus(settings: Settings) -> Bus:
+def make_node_access(settings: Settings) -> NodeAccess:
+    if settings.node_check_url and settings.node_check_open:
+        raise ConfigError("set node_check_url or node_check_open, not both")
+    if settings.node_check_url:
+        return HttpNodeAccess(settings.node_check_url, cache_seconds=settings.node_check_cache_seconds)
+    if settings.node_check_open:
+        log.warning("node_check_open is set: every user may open every NODE room (development only)")
+        return OpenNodeAccess()
+    return NodeRoomsDisabled()
+
+
+async def migrate_store(url: str) -> None:
+    """Apply the chat store's migrations (in a worker thread); ConfigError if it cannot be reached."""
+    try:
+        await trio.to_thread.run_sync(migrate.upgrade, url)
+    except SQLAlchemyError as exc:
+        raise ConfigError(
+            f"db_url: cannot prepare the chat database: {exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0][:200]}"
+        ) from None
+
+
+def make_bus(settings: Settings, metrics: Metrics) -> Bus:
     if settings.bus_url.startswith("memory://"):
         return MemoryBus(settings.bus_queue_size)
-    raise ConfigError(f"bus_url {settings.bus_url!r}: no such bus engine in this build")
+    try:
+        return NatsBus(settings.bus_url, metrics=metrics, queue_size=settings.bus_queue_size)
+    except ValueError as exc:
+        raise ConfigError(f"bus_url: {exc}") from None
 
 
 class Gateway:
@@ -78,9 +113,11 @@ class Gateway:
         self.settings = settings
         self.metrics = Metrics()
         self.hub = Hub(self.metrics)
-        self.bus = make_bus(settings)
+        self.bus = make_bus(settings, self.metrics)
         self.dispatcher = Dispatcher(settings, self.bus, self.hub, self.metrics)
-        handlers: dict[str, EndpointHandler] = {EVENTS: EventsEndpoint()}
+        self.store = ChatStore(settings.db_url)
+        self.chat = ChatService(settings, self.store, self.bus, make_node_access(settings), self.metrics)
+        handlers: dict[str, EndpointHandler] = {EVENTS: EventsEndpoint(), CHAT: self.chat}
         self.websocket = WebSocketServer(settings, self.hub, self.resolver, handlers, self.metrics)
         self.admin = AdminServer(settings, self.metrics, self.bus, self.readiness)
         self._stop = trio.Event()
@@ -109,24 +146,32 @@ class Gateway:
         return self._stop.is_set()
 
     async def run(self, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED) -> None:
+        await migrate_store(self.settings.db_url)
         async with trio.open_nursery() as services:
             await services.start(self.bus.run)
+            await services.start(self.store.run)
             await services.start(self.dispatcher.run)
+            await services.start(self.chat.run)
             async with trio.open_nursery() as listener:
                 await listener.start(self.websocket.run)
                 await services.start(self.admin.run)
                 self._running = True
                 log.info(
                     "gateway ready: websocket %s (port %d), admin %s (port %d), bus %s",
-                    self.settings.listen, self.ws_port, self.settings.admin_listen,
-                    self.admin_port, self.settings.bus_url,
-                )  # fmt: skip
+                    self.settings.listen,
+                    self.ws_port,
+                    self.settings.admin_listen,
+                    self.admin_port,
+                    self.settings.bus_url,
+                )
                 task_status.started(self)
                 await self._stop.wait()
                 self._running = False
                 log.info("shutting down: closing %d sessions", len(self.hub.sessions))
                 self.dispatcher.flush()
                 self.websocket.drain()
+            with trio.move_on_after(BUS_FLUSH_TIMEOUT):
+                await self.bus.flush()  # chat events of the last moments reach the other instances
             services.cancel_scope.cancel()
         log.info("gateway stopped")
 

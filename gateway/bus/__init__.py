@@ -59,6 +59,10 @@ class Bus(Protocol):
         """Receive every message published on ``topic`` from now on, until the context exits."""
         ...
 
+    async def flush(self) -> None:
+        """Wait until everything published so far has left this process (bound it by a scope)."""
+        ...
+
     @property
     def connected(self) -> bool:
         """False while a remote engine is unreachable (readiness reports it)."""

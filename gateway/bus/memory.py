@@ -69,6 +69,10 @@ class MemoryBus:
         for subscription in list(self._subscribers.get(topic, ())):
             await subscription._deliver(data)
 
+    async def flush(self) -> None:
+        """Nothing to wait for: a publish returns once every subscriber has the message."""
+        await trio.lowlevel.checkpoint()
+
     @asynccontextmanager
     async def subscribe(self, topic: str) -> AsyncIterator[MemorySubscription]:
         subscription = MemorySubscription(topic, self._queue_size)
