@@ -13,8 +13,11 @@ Where things live (one concept per module):
 - ``session``    per-connection state: outbox, rate limit, close requests
 - ``server``     the WebSocket listener: handshake checks, reader and writer loops
 - ``wsconn``     the only place that reaches into trio-websocket internals
+- ``dispatch``   topic subscription tasks: bus -> debounce -> routing -> hub
 - ``admin``      the admin HTTP listener (h11): health, metrics, publish API
 - ``chat``       chat rooms, presence and the SQL history store
+- ``httpclient`` the small outbound HTTP client (node-access callback)
+- ``metrics``, ``logs``, ``paths``: Prometheus metrics, log format, node-path arithmetic
 """
 
 __version__ = "0.1.0"

@@ -179,8 +179,11 @@ class AdminServer:
             return await handler(request)
         allowed = sorted(m for m, p in self.routes if p == request.path)
         if allowed:
-            return Response(405, json.dumps({"error": "method_not_allowed"}).encode(),
-                            headers=[("allow", ", ".join(allowed))])  # fmt: skip
+            return Response(
+                405,
+                json.dumps({"error": "method_not_allowed"}).encode(),
+                headers=[("allow", ", ".join(allowed))],
+            )
         return error_response(404, "not_found", f"no such admin endpoint: {request.path[:100]}")
 
     async def _send(self, conn: h11.Connection, stream: trio.SocketStream, response: Response) -> None:
@@ -220,9 +223,13 @@ class AdminServer:
 
     async def _publish_response(self, request: Request) -> Response:
         if not self._authorized(request):
-            return Response(401, json.dumps({"error": "unauthorized",
-                            "message": "send Authorization: Bearer <admin key>"}).encode(),
-                            headers=[("www-authenticate", 'Bearer realm="gateway-admin"')])  # fmt: skip
+            return Response(
+                401,
+                json.dumps(
+                    {"error": "unauthorized", "message": "send Authorization: Bearer <admin key>"}
+                ).encode(),
+                headers=[("www-authenticate", 'Bearer realm="gateway-admin"')],
+            )
         try:
             items = parse_publish_body(request.body, self.settings.admin_max_batch)
         except PublishError as exc:
@@ -236,8 +243,7 @@ class AdminServer:
             except BusError as exc:
                 return error_response(503, "bus_unavailable", str(exc), published=published)
             return json_response(202, {"published": published})
-        return error_response(503, "bus_busy", "the bus did not take the events in time",
-                              published=published)  # fmt: skip
+        return error_response(503, "bus_busy", "the bus did not take the events in time", published=published)
 
     def _authorized(self, request: Request) -> bool:
         key = self.settings.admin_key

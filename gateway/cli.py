@@ -42,9 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="WebSocket listener HOST:PORT (default [::]:5050)")
     serve.add_argument("--admin-listen", help="admin listener HOST:PORT (default 127.0.0.1:5051)")
     serve.add_argument("--bus", dest="bus_url", help="bus URL: memory:// or nats://HOST:PORT")
+    serve.add_argument(
+        "--db", dest="db_url", help="chat store URL: sqlite:///PATH or postgresql+psycopg://..."
+    )
     serve.add_argument("--log-level", help="debug, info, warning or error")
-    serve.add_argument("--dev", action="store_true",
-                       help="development mode: generate keys (printed), allow local Origins")  # fmt: skip
+    serve.add_argument(
+        "--dev", action="store_true", help="development mode: generate keys (printed), allow local Origins"
+    )
 
     token = sub.add_parser("token", help="print a signed HS256 token (for trials and tests)")
     _add_config_flags(token)
@@ -52,9 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", help="subject (user uuid); defaults to the login")
     token.add_argument("--profile", default="standard", choices=PROFILES)
     token.add_argument("--roles", default="", help="comma-separated role uuids")
-    token.add_argument("--workspace", action="append", default=[], metavar="UUID:SLUG:/root[:r|w|rw]",
-                       help="a workspace the user may see; repeat for several")  # fmt: skip
+    token.add_argument(
+        "--workspace",
+        action="append",
+        default=[],
+        metavar="UUID:SLUG:/root[:r|w|rw]",
+        help="a workspace the user may see; repeat for several",
+    )
     token.add_argument("--ttl", type=float, default=3600, help="seconds until the token expires")
+
+    check = sub.add_parser("check-config", help="validate the configuration and print the effective settings")
+    _add_config_flags(check)
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the chat database schema, then exit")
+    _add_config_flags(migrate)
+    migrate.add_argument("--db", dest="db_url", help="chat store URL (default: from the configuration)")
 
     publish = sub.add_parser("publish", help="publish one event through the admin API")
     _add_config_flags(publish)
@@ -68,11 +84,18 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML config file")
 
 
-def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
-         stderr: TextIO | None = None) -> int:  # fmt: skip
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
     out, err = stdout or sys.stdout, stderr or sys.stderr
     args = build_parser().parse_args(argv)
-    commands = {"serve": _serve, "token": _token, "publish": _publish}
+    commands = {
+        "serve": _serve,
+        "token": _token,
+        "publish": _publish,
+        "migrate": _migrate,
+        "check-config": _check_config,
+    }
     try:
         return commands[args.command](args, out)
     except ConfigError as exc:
@@ -97,8 +120,13 @@ def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
 def _serve(args: argparse.Namespace, out: TextIO) -> int:
     from gateway.app import Gateway, serve
 
-    flags = {"listen": args.listen, "admin_listen": args.admin_listen, "bus_url": args.bus_url,
-             "log_level": args.log_level}  # fmt: skip
+    flags = {
+        "listen": args.listen,
+        "admin_listen": args.admin_listen,
+        "bus_url": args.bus_url,
+        "db_url": args.db_url,
+        "log_level": args.log_level,
+    }
     settings = _settings(args, **flags)
     if args.dev:
         settings = _dev_settings(settings, out)
@@ -124,8 +152,40 @@ def _dev_settings(settings: Settings, out: TextIO) -> Settings:
         file=out,
         flush=True,
     )
-    return settings.with_changes(jwt_secret=secret, admin_key=admin_key, allowed_origins=origins,
-                                 dev=True)  # fmt: skip
+    return settings.with_changes(jwt_secret=secret, admin_key=admin_key, allowed_origins=origins, dev=True)
+
+
+# -- check-config -----------------------------------------------------------------------------
+
+
+def _check_config(args: argparse.Namespace, out: TextIO) -> int:
+    """Validate everything ``serve`` would, without listening; print the result, secrets masked."""
+    from gateway.app import make_bus, make_node_access, make_resolver
+    from gateway.metrics import Metrics
+
+    settings = _settings(args)
+    make_resolver(settings)
+    if not settings.admin_key:
+        raise ConfigError("no admin key configured: set GATEWAY_ADMIN_KEY")
+    make_node_access(settings)
+    make_bus(settings, Metrics())
+    for name, value in config.effective(settings).items():
+        print(f"{name} = {json.dumps(list(value) if isinstance(value, tuple) else value)}", file=out)
+    print("# configuration is valid", file=out)
+    return EXIT_OK
+
+
+# -- migrate ----------------------------------------------------------------------------------
+
+
+def _migrate(args: argparse.Namespace, out: TextIO) -> int:
+    from gateway.app import migrate_store
+    from gateway.chat import migrate
+
+    settings = _settings(args, db_url=args.db_url)
+    trio.run(migrate_store, settings.db_url)
+    print(f"chat database at revision {migrate.current(settings.db_url)}", file=out)
+    return EXIT_OK
 
 
 # -- token ------------------------------------------------------------------------------------

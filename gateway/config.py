@@ -73,6 +73,20 @@ class Settings:
     # Admin API
     admin_max_body: int = setting(1 << 20, "largest admin API request body, beyond which 413")
     admin_max_batch: int = setting(10000, "most events in one batch publish")
+    # Chat
+    db_url: str = setting("sqlite:///gateway.db", "chat store: sqlite:///PATH or postgresql+psycopg://...")
+    chat_history_on_join: bool = setting(True, "send the latest page of history after a JOIN")
+    chat_history_page: int = setting(40, "messages in the history page sent after a JOIN")
+    chat_max_message_bytes: int = setting(8192, "longest chat message, in bytes")
+    chat_max_rooms_per_session: int = setting(50, "rooms one chat session may join")
+    chat_posts_per_second: float = setting(5.0, "posts per second per user (sustained)")
+    chat_post_burst: int = setting(20, "posts a user may send in a burst")
+    chat_presence_timeout: float = setting(20.0, "seconds without a PING before a user leaves a room")
+    node_check_url: str | None = setting(
+        None, "URL asked whether a user may see a node, with {uuid}; the user's token is forwarded"
+    )
+    node_check_open: bool = setting(False, "development only: open every NODE room to every user")
+    node_check_cache_seconds: float = setting(30.0, "seconds a node-access answer is cached")
     # Logs
     log_level: str = setting("info", "debug, info, warning or error")
     log_format: str = setting("auto", "json, text, or auto (text on a terminal, JSON otherwise)")
@@ -194,7 +208,8 @@ def validate(settings: Settings) -> None:
         "ping_interval", "ping_timeout", "close_timeout", "outbox_max_frames", "outbox_max_bytes",
         "rate_limit", "rate_burst", "max_sessions", "max_sessions_per_ip", "drain_timeout",
         "debounce_max_pending", "bus_queue_size", "publish_timeout", "admin_max_body",
-        "admin_max_batch",
+        "admin_max_batch", "chat_history_page", "chat_max_message_bytes", "chat_max_rooms_per_session",
+        "chat_posts_per_second", "chat_post_burst", "chat_presence_timeout", "node_check_cache_seconds",
     ]  # fmt: skip
     for name in positive:
         value = getattr(settings, name)
@@ -213,6 +228,12 @@ def validate(settings: Settings) -> None:
             f"jwt_secret must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 section 3.2); "
             "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
+    if not settings.db_url.startswith(("sqlite:", "postgresql")):
+        raise ConfigError(
+            f"db_url must be sqlite:///PATH or postgresql+psycopg://..., got {settings.db_url!r}"
+        )
+    if settings.node_check_url is not None and "{uuid}" not in settings.node_check_url:
+        raise ConfigError("node_check_url must contain {uuid}, where the node uuid goes")
     for origin in settings.allowed_origins:
         if origin != "*" and "://" not in origin:
             raise ConfigError(f"allowed_origins: {origin!r} is not an origin like https://host[:port]")
@@ -239,3 +260,21 @@ def effective(settings: Settings) -> dict[str, Any]:
             value = "***"
         shown[f.name] = value
     return shown
+
+
+def reference_markdown() -> str:
+    """The configuration reference table (docs/OPERATIONS.md embeds it; a test keeps them equal)."""
+    rows = ["| setting (TOML key) | environment | default | meaning |", "|---|---|---|---|"]
+    for f in fields():
+        env = f"`{env_name(f.name)}`" if f.metadata["env"] else "(flag only)"
+        default = "unset" if f.default is None else f"`{_show_default(f.default)}`"
+        rows.append(f"| `{f.name}` | {env} | {default} | {f.metadata['help']} |")
+    return "\n".join(rows) + "\n"
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    return str(value)

@@ -24,8 +24,9 @@ from gateway.metrics import Metrics
 
 log = logging.getLogger("gateway.dispatch")
 
-# Events routed per wake-up; bounds how long one topic holds the CPU before others run.
-BATCH: Final = 256
+# Events routed per wake-up. Writers run only between batches, so this bounds the latency a
+# burst adds (about 1 ms per event at 1,000 recipients) while still batching their writes.
+BATCH: Final = 32
 
 
 class Dispatcher:

@@ -43,23 +43,28 @@ class Metrics:
             registry=r,
         )
         self.session_closes = Counter(
-            "gateway_session_closes_total", "Sessions closed by the server, by close code.",
-            ["code"], registry=r,
-        )  # fmt: skip
+            "gateway_session_closes_total",
+            "Sessions closed by the server, by close code.",
+            ["code"],
+            registry=r,
+        )
         self.auth_failures = Counter(
             "gateway_auth_failures_total", "Tokens refused, by error code.", ["reason"], registry=r
         )
         self.bus_lag = Gauge(
-            "gateway_bus_lag", "Events waiting between the bus and the router.", ["topic"],
+            "gateway_bus_lag",
+            "Events waiting between the bus and the router.",
+            ["topic"],
             registry=r,
-        )  # fmt: skip
+        )
         self.bus_connected = Gauge(
             "gateway_bus_connected", "1 while the bus engine is connected, else 0.", registry=r
         )
         self.bus_reconnects = Counter(
-            "gateway_bus_reconnects_total", "Times a remote bus connection was re-established.",
+            "gateway_bus_reconnects_total",
+            "Times a remote bus connection was re-established.",
             registry=r,
-        )  # fmt: skip
+        )
         self.bus_buffered_bytes = Gauge(
             "gateway_bus_buffered_bytes",
             "Bytes of outbound bus messages buffered while the broker is unreachable.",
@@ -69,9 +74,11 @@ class Metrics:
             "gateway_debounce_pending", "Tree nodes waiting out their debounce period.", registry=r
         )
         self.publish_requests = Counter(
-            "gateway_publish_requests_total", "Admin publish requests, by HTTP status.",
-            ["status"], registry=r,
-        )  # fmt: skip
+            "gateway_publish_requests_total",
+            "Admin publish requests, by HTTP status.",
+            ["status"],
+            registry=r,
+        )
         self.handler_errors = Counter(
             "gateway_handler_errors_total",
             "Unexpected errors caught in a connection handler (each closed one session only).",

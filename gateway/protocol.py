@@ -59,6 +59,20 @@ class ErrorCode(StrEnum):
     PING_TIMEOUT = "ping_timeout"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal_error"
+    # Chat socket (the session goes on after each of these)
+    UNKNOWN_ROOM_TYPE = "unknown_room_type"
+    ROOM_FORBIDDEN = "room_forbidden"
+    NOT_MEMBER = "not_member"
+    READ_ONLY = "read_only"
+    TOO_MANY_ROOMS = "too_many_rooms"
+    MESSAGE_TOO_LONG = "message_too_long"
+    MESSAGE_NOT_FOUND = "message_not_found"
+    EDIT_FORBIDDEN = "edit_forbidden"
+    DELETE_FORBIDDEN = "delete_forbidden"
+    POST_RATE_LIMITED = "post_rate_limited"
+    NODE_ROOMS_DISABLED = "node_rooms_disabled"
+    NODE_CHECK_UNAVAILABLE = "node_check_unavailable"
+    STORE_UNAVAILABLE = "store_unavailable"
 
 
 # Which errors end the session, and with which close code. Errors not listed leave it open.
@@ -87,10 +101,11 @@ CLOSE_CODE_FOR: Final[dict[ErrorCode, CloseCode]] = {
 class ProtocolError(Exception):
     """A client message (or its token) was refused; ``code`` says why, ``str(self)`` explains."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, **context: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.context = context  # extra fields for the error frame, e.g. which request failed
 
     @property
     def close_code(self) -> CloseCode | None:
@@ -169,8 +184,9 @@ def encode(obj: JsonObject) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-def error_frame(code: ErrorCode, message: str) -> JsonObject:
-    return {"@type": "error", "error": str(code), "message": message}
+def error_frame(code: ErrorCode, message: str, **context: Any) -> JsonObject:
+    """``{"@type": "error", "error", "message"}``, plus optional context (e.g. the request type)."""
+    return {"@type": "error", "error": str(code), "message": message, **context}
 
 
 def subscribed_frame(user: str, endpoint: str, expires_at: float | None) -> JsonObject:

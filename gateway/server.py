@@ -3,8 +3,8 @@
 Each TCP connection runs in its own nursery under a catch-all boundary, so no error in one
 connection can take the listener down (an unhandled error in a trio-websocket handler otherwise
 tears down the whole server). Handshakes are time-boxed; refused handshakes get an HTTP status
-and a JSON body. The writer owns every timer of a session (subscribe deadline, token expiry,
-keepalive ping), so a session costs two tasks of ours plus trio-websocket's reader.
+and a JSON body. One task checks every session's timers (subscribe deadline, token expiry, keepalive), so a
+session costs two tasks of ours (reader, writer) plus trio-websocket's reader.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from gateway.protocol import (
     subscribed_frame,
     unsubscribed_frame,
 )
-from gateway.session import CHAT, EVENTS, CloseRequest, Outbox, RateLimiter, Session
+from gateway.session import CHAT, EVENTS, CloseRequest, Flusher, Outbox, RateLimiter, Session
 
 log = logging.getLogger("gateway.server")
 
@@ -54,6 +54,8 @@ INBOUND_QUEUE: Final = 4
 # Frames up to this multiple of the limit are read whole, so they get a JSON error before 1009;
 # anything larger is cut off by trio-websocket after its first chunk (close 1009, no error frame).
 HARD_SIZE_FACTOR: Final = 4
+# How often session timers are checked: their precision, in seconds.
+TIMER_TICK: Final = 0.5
 
 
 class EndpointHandler(Protocol):
@@ -97,6 +99,7 @@ class WebSocketServer:
         self._accepting: trio.CancelScope | None = None
         self._connections: trio.Nursery | None = None
         self._pending_handshakes = 0
+        self.flusher = Flusher()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -105,15 +108,20 @@ class WebSocketServer:
         host, port = parse_host_port(self.settings.listen, "listen")
         listeners = await trio.open_tcp_listeners(port, host=_bind_host(host))
         self.ports = sorted({ln.socket.getsockname()[1] for ln in listeners})
-        async with trio.open_nursery() as connections:
-            self._connections = connections
-            async with trio.open_nursery() as accepting:
-                self._accepting = accepting.cancel_scope
-                serve = partial(trio.serve_listeners, self.serve_stream, listeners,
-                                handler_nursery=connections)  # fmt: skip
-                await accepting.start(serve)
-                task_status.started(self.ports)
-            # drain() cancelled accepting (listeners closed); leaving the block waits for sessions.
+        async with trio.open_nursery() as housekeeping:
+            housekeeping.start_soon(self.run_timers)
+            housekeeping.start_soon(self.flusher.run)
+            async with trio.open_nursery() as connections:
+                self._connections = connections
+                async with trio.open_nursery() as accepting:
+                    self._accepting = accepting.cancel_scope
+                    serve = partial(
+                        trio.serve_listeners, self.serve_stream, listeners, handler_nursery=connections
+                    )
+                    await accepting.start(serve)
+                    task_status.started(self.ports)
+                # drain() cancelled accepting (listeners closed); leaving this block waits for sessions.
+            housekeeping.cancel_scope.cancel()
 
     def drain(self) -> None:
         """Stop accepting, ask every session to close with 1001, abort stragglers at the deadline."""
@@ -136,7 +144,7 @@ class WebSocketServer:
             async with trio.open_nursery() as nursery:
                 request = await self._handshake(nursery, stream)
                 if request is not None:
-                    await self._accept_or_refuse(request, remote)
+                    await self._accept_or_refuse(request, remote, stream)
                 nursery.cancel_scope.cancel()  # stop trio-websocket's reader task
         except* (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer went away mid-handshake or mid-close: nothing to report
@@ -155,10 +163,11 @@ class WebSocketServer:
         try:
             with trio.move_on_after(self.settings.handshake_timeout):
                 return await wrap_server_stream(
-                    nursery, stream,
+                    nursery,
+                    stream,
                     message_queue_size=INBOUND_QUEUE,
                     max_message_size=self.settings.max_message_bytes * HARD_SIZE_FACTOR,
-                )  # fmt: skip
+                )
             self.metrics.connections_refused.labels("handshake_timeout").inc()
             return None
         finally:
@@ -179,7 +188,9 @@ class WebSocketServer:
             return Refusal(429, "too_many_sessions_from_ip", "too many sessions from this address")
         return None
 
-    async def _accept_or_refuse(self, request: WebSocketRequest, remote: str) -> None:
+    async def _accept_or_refuse(
+        self, request: WebSocketRequest, remote: str, stream: trio.abc.Stream
+    ) -> None:
         refusal = self._refusal(request, remote)
         if refusal is not None:
             self.metrics.connections_refused.labels(refusal.error).inc()
@@ -192,6 +203,8 @@ class WebSocketServer:
         endpoint = ENDPOINT_PATHS[urlsplit(request.path).path]
         conn = await request.accept()
         session = self._new_session(endpoint, remote)
+        session.direct_write = wsconn.direct_writer(conn, stream)
+        session.flusher = self.flusher
         await self._run_session(conn, session, self.handlers[endpoint])
 
     def _new_session(self, endpoint: str, remote: str) -> Session:
@@ -206,6 +219,7 @@ class WebSocketServer:
             on_close=self._on_session_close,
         )
         session.auth_deadline = now + s.subscribe_timeout
+        session.next_ping = now + s.ping_interval
         return session
 
     def _on_session_close(self, session: Session, request: CloseRequest) -> None:
@@ -272,19 +286,19 @@ class WebSocketServer:
             self.metrics.auth_failures.labels(str(err.code)).inc()
             session.fail(err.code, err.message)
         except ProtocolError as err:
-            session.fail(err.code, err.message)
+            session.fail(err.code, err.message, **err.context)
 
     async def _subscribe(self, session: Session, handler: EndpointHandler, command: Subscribe) -> None:
         identity = await self.resolver.resolve(command.token)
         if session.identity is not None and identity.sub != session.identity.sub:
             raise ProtocolError(ErrorCode.IDENTITY_CHANGED, "a session cannot change user; reconnect instead")
         session.auth_deadline = None
+        session.token = command.token
         session.token_deadline = _token_deadline(identity, self.settings.jwt_leeway)
         self.hub.start_delivering(session, identity)
         # Queued right after indexing, with no checkpoint between: every event published after
         # this reply reaches the session.
         session.send_json(subscribed_frame(identity.user, session.endpoint, identity.expires_at))
-        session.outbox.wake()  # the writer re-reads the token deadline
         await handler.on_subscribed(session, identity)
 
     async def _unsubscribe(self, session: Session, handler: EndpointHandler) -> None:
@@ -294,54 +308,51 @@ class WebSocketServer:
         session.send_json(unsubscribed_frame())
 
     async def _write_loop(self, conn: WebSocketConnection, session: Session) -> None:
-        keepalive = _Keepalive(trio.current_time() + self.settings.ping_interval)
+        """Send whatever the session has queued, in one write per wake-up; then close if asked."""
+        outbox = session.outbox
         try:
             while True:
-                with trio.move_on_at(self._next_timer(session, keepalive)):
-                    await session.outbox.wait()
-                await self._run_timers(conn, session, keepalive)
-                frames = session.outbox.take()
+                await outbox.wait()
+                if outbox.ping_wanted:
+                    outbox.ping_wanted = False
+                    session.pong = await wsconn.send_ping(conn)
+                frames = outbox.take()
                 if frames:
-                    await wsconn.send_frames(conn, b"".join(frames))
+                    await wsconn.send_frames(conn, frames[0] if len(frames) == 1 else b"".join(frames))
                 elif (closing := session.closing) is not None:
                     await conn.aclose(closing.code, closing.reason)
                     return
         except ConnectionClosed:
             return
 
-    def _next_timer(self, session: Session, keepalive: _Keepalive) -> float:
-        deadlines = [keepalive.next_ping]
-        if keepalive.pong is not None:
-            deadlines.append(keepalive.pong_deadline)
-        if session.auth_deadline is not None:
-            deadlines.append(session.auth_deadline)
-        if session.token_deadline is not None and session.subscribed:
-            deadlines.append(session.token_deadline)
-        return min(deadlines)
+    # -- timers of every session, in one task ----------------------------------------------
 
-    async def _run_timers(self, conn: WebSocketConnection, session: Session, keepalive: _Keepalive) -> None:
+    async def run_timers(self) -> None:
+        """Check every session's deadlines each TIMER_TICK; a sweep costs microseconds per session."""
+        while True:
+            await trio.sleep(TIMER_TICK)
+            now = trio.current_time()
+            for session in list(self.hub.sessions):
+                self.check_timers(session, now)
+
+    def check_timers(self, session: Session, now: float) -> None:
+        """Subscribe deadline, token expiry and keepalive of one session."""
         if session.closing is not None:
             return
-        now = trio.current_time()
+        waiting_pong = session.outbox.ping_wanted or session.pong is not None
         if session.auth_deadline is not None and now >= session.auth_deadline:
             session.fail(ErrorCode.SUBSCRIBE_TIMEOUT, "no valid subscribe message in time")
         elif session.subscribed and session.token_deadline is not None and now >= session.token_deadline:
             session.fail(ErrorCode.TOKEN_EXPIRED, "token expired; subscribe again with a fresh token")
-        elif keepalive.pong is not None and keepalive.pong.is_set():
-            keepalive.pong = None
-        elif keepalive.pong is not None and now >= keepalive.pong_deadline:
+        elif waiting_pong and session.pong is not None and session.pong.is_set():
+            session.pong = None
+        elif waiting_pong and now >= session.pong_deadline:
+            # Also when the ping could not even be written: the client stopped reading.
             session.fail(ErrorCode.PING_TIMEOUT, "no answer to keepalive ping")
-        if session.closing is None and keepalive.pong is None and now >= keepalive.next_ping:
-            keepalive.pong = await wsconn.send_ping(conn)
-            keepalive.pong_deadline = now + self.settings.ping_timeout
-            keepalive.next_ping = now + self.settings.ping_interval
-
-
-@dataclass(slots=True)
-class _Keepalive:
-    next_ping: float
-    pong: trio.Event | None = None
-    pong_deadline: float = 0.0
+        elif not waiting_pong and now >= session.next_ping:
+            session.next_ping = now + self.settings.ping_interval
+            session.pong_deadline = now + self.settings.ping_timeout
+            session.outbox.request_ping()
 
 
 def _token_deadline(identity: Identity, leeway: float) -> float | None:

@@ -15,6 +15,7 @@ them fails the suite instead of production.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -41,6 +42,30 @@ async def send_frames(conn: WebSocketConnection, data: bytes) -> None:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await conn._abort_web_socket()
             raise ConnectionClosed(conn.closed) from None
+
+
+def direct_writer(conn: WebSocketConnection, stream: trio.abc.Stream) -> Callable[[bytes], int] | None:
+    """A non-blocking write of framed bytes for the Flusher, or None when the stream is not a socket.
+
+    Returns how many bytes the kernel took (0 when it takes none now, or when someone else is
+    writing, or the connection is closing); the caller leaves the rest to the writer task, which
+    goes through trio and so meets any error properly. Nothing awaits between the checks and the
+    write, so they cannot interleave with trio-websocket's own writes.
+    """
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    sock = stream.socket
+
+    def write(data: bytes) -> int:
+        fd = sock.fileno()
+        if fd < 0 or conn._stream_lock.locked() or conn._wsproto.state is not ConnectionState.OPEN:
+            return 0
+        try:
+            return os.write(fd, data)
+        except OSError:  # EAGAIN, or a broken connection the writer task will report
+            return 0
+
+    return write
 
 
 async def send_ping(conn: WebSocketConnection) -> trio.Event:

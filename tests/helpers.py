@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
-from gateway.app import Gateway
+from gateway.app import Gateway, migrate_store
 from gateway.auth import mint_token
 from gateway.config import Settings
 
@@ -35,6 +35,7 @@ def make_settings(**changes: Any) -> Settings:
         jwt_secret=SECRET,
         admin_key=ADMIN_KEY,
         debounce_seconds=0.0,
+        db_url="sqlite://",
     )
     return base.with_changes(**changes)
 
@@ -77,8 +78,14 @@ class Harness:
         self.gateway = Gateway(settings)
 
     async def start(self) -> Harness:
-        await self.nursery.start(self.gateway.bus.run)
-        await self.nursery.start(self.gateway.dispatcher.run)
+        gateway = self.gateway
+        await migrate_store(gateway.settings.db_url)
+        await self.nursery.start(gateway.bus.run)
+        await self.nursery.start(gateway.store.run)
+        await self.nursery.start(gateway.dispatcher.run)
+        await self.nursery.start(gateway.chat.run)
+        self.nursery.start_soon(gateway.websocket.run_timers)
+        self.nursery.start_soon(gateway.websocket.flusher.run)
         return self
 
     async def publish(self, topic: str, event: dict[str, Any]) -> None:

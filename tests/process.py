@@ -36,8 +36,14 @@ class GatewayProcess:
 
 
 def gateway_env(**extra: str) -> dict[str, str]:
+    """A clean environment: test keys, JSON logs, and a throwaway in-memory chat database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env.update(GATEWAY_JWT_SECRET=SECRET, GATEWAY_ADMIN_KEY=ADMIN_KEY, GATEWAY_LOG_FORMAT="json")
+    env.update(
+        GATEWAY_JWT_SECRET=SECRET,
+        GATEWAY_ADMIN_KEY=ADMIN_KEY,
+        GATEWAY_LOG_FORMAT="json",
+        GATEWAY_DB_URL="sqlite://",
+    )
     env.update(extra)
     return env
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import jwt
 import pytest
@@ -129,3 +130,26 @@ def test_cli_publish_unreachable(keys: None) -> None:
 def test_cli_publish_event_from_file(keys: None, tmp_path: object) -> None:
     code, _, err = run(["publish", "--topic", TREE, "--event", "@/nonexistent/file.json"])
     assert code == 1 and "No such file" in err
+
+
+def test_cli_check_config_masks_secrets(keys: None, tmp_path: Path) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text('listen = "127.0.0.1:6000"\nallowed_origins = ["https://cells.example.com"]\n')
+    code, out, _ = run(["check-config", "--config", str(file)])
+    assert code == 0
+    assert 'listen = "127.0.0.1:6000"' in out
+    assert 'allowed_origins = ["https://cells.example.com"]' in out
+    assert 'jwt_secret = "***"' in out and 'admin_key = "***"' in out
+    assert SECRET not in out and ADMIN_KEY not in out
+    assert out.strip().endswith("# configuration is valid")
+
+
+def test_cli_check_config_reports_problems(keys: None, tmp_path: Path) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text("ping_timeout = -1\n")
+    code, _, err = run(["check-config", "--config", str(file)])
+    assert code == 2 and "ping_timeout" in err
+    missing_key = tmp_path / "rsa.toml"
+    missing_key.write_text('jwt_public_key_file = "/nonexistent.pem"\n')
+    code, _, err = run(["check-config", "--config", str(missing_key)])
+    assert code == 2 and "cannot read /nonexistent.pem" in err

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from functools import partial
 
-import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
@@ -89,15 +88,18 @@ async def test_process_dev_mode_announces_itself() -> None:
     assert SECRET not in text and ADMIN_KEY not in text
 
 
-@pytest.mark.parametrize("path", ["/", "/wss", "/ws/other"])
-async def test_process_unknown_paths_404(path: str) -> None:
+UPGRADE = (
+    "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def test_process_unknown_paths_404() -> None:
     async with gateway_process() as gw:
-        stream = await trio.open_tcp_stream("127.0.0.1", gw.ws_port)
-        async with stream:
-            await stream.send_all(
-                f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-            )
-            with trio.fail_after(5):
-                reply = await stream.receive_some(4096)
-        assert reply.startswith(b"HTTP/1.1 404")
+        for path in ("/", "/wss", "/ws/other", "/chat/x"):
+            stream = await trio.open_tcp_stream("127.0.0.1", gw.ws_port)
+            async with stream:
+                await stream.send_all(UPGRADE.format(path=path).encode())
+                with trio.fail_after(5):
+                    reply = await stream.receive_some(4096)
+            assert reply.startswith(b"HTTP/1.1 404"), path

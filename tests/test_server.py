@@ -169,7 +169,9 @@ async def test_keepalive_unanswered_closes_4002(harness: Harness, autojump_clock
 async def test_slow_consumer_closed_4008_without_delaying_others(
     nursery: trio.Nursery, autojump_clock: object
 ) -> None:
-    harness = await Harness(nursery, make_settings(outbox_max_frames=50, close_timeout=5)).start()
+    # The healthy session's writer runs between dispatch batches, so its queue stays short; the
+    # stuck one's writer is blocked in its first write, so everything piles up there.
+    harness = await Harness(nursery, make_settings(outbox_max_frames=300, close_timeout=5)).start()
     client_stream, server_stream = trio.testing.lockstep_stream_pair()
     # Leaving this nursery waits for the stuck connection: it is aborted after close_timeout.
     with trio.fail_after(30):
@@ -180,9 +182,9 @@ async def test_slow_consumer_closed_4008_without_delaying_others(
             await stuck.send_json({"@type": "subscribe", "jwt": token("stuck")})
             async with harness.subscribed(token("healthy")) as healthy:
                 start = trio.current_time()
-                for i in range(200):
+                for i in range(1000):
                     await harness.publish(TREE, tree_event(f"/ds/common/f{i}.txt", f"n-{i}"))
-                for i in range(200):
+                for i in range(1000):
                     assert (await recv_json(healthy))["Target"]["Path"] == f"common-files/f{i}.txt"
                 assert trio.current_time() - start < 0.1  # never waited for the stuck session
     metrics = harness.gateway.metrics

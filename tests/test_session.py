@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from gateway.protocol import CloseCode, ErrorCode
-from gateway.session import Outbox, RateLimiter, Session
+from gateway.session import Flusher, Outbox, RateLimiter, Session
 
 
 def make_session(frames: int = 3, size: int = 1000) -> Session:
@@ -59,10 +60,53 @@ def test_rate_limiter_burst_then_refill() -> None:
     assert [limiter.allow(100.0) for _ in range(4)] == [True, True, True, False]  # capped at burst
 
 
-async def test_outbox_wait_wakes_on_put() -> None:
-    outbox = Outbox(10, 1000)
+async def test_session_send_wakes_its_writer() -> None:
+    session = make_session()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(outbox.wait)
+        nursery.start_soon(session.outbox.wait)
         await trio.testing.wait_all_tasks_blocked()
-        outbox.put(b"x")
-    assert outbox.take() == [b"x"]
+        assert session.outbox.writer_parked
+        session.send(b"x")
+    assert session.outbox.take() == [b"x"]
+
+
+class Recorder:
+    def __init__(self, accept: int) -> None:
+        self.accept = accept
+        self.writes: list[bytes] = []
+
+    def __call__(self, data: bytes) -> int:
+        self.writes.append(data)
+        return min(self.accept, len(data))
+
+
+async def test_flusher_writes_directly_and_leaves_the_rest_to_the_writer() -> None:
+    flusher = Flusher()
+    session = make_session(frames=10)
+    recorder = Recorder(accept=5)
+    session.direct_write, session.flusher = recorder, flusher
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flusher.run)
+        nursery.start_soon(session.outbox.wait)
+        await trio.testing.wait_all_tasks_blocked()
+        session.send(b"abc")
+        session.send(b"defgh")
+        await trio.testing.wait_all_tasks_blocked()
+        assert recorder.writes == [b"abcdefgh"]  # one write for both frames
+        assert session.outbox.take() == [b"fgh"]  # the tail went back to the writer, which woke
+        assert not session.outbox.writer_parked
+        nursery.cancel_scope.cancel()
+
+
+async def test_flusher_never_writes_while_the_writer_is_busy() -> None:
+    flusher = Flusher()
+    session = make_session()
+    recorder = Recorder(accept=100)
+    session.direct_write, session.flusher = recorder, flusher
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flusher.run)
+        session.send(b"late")  # no writer parked: it is busy writing an earlier tail
+        await trio.testing.wait_all_tasks_blocked()
+        assert recorder.writes == []
+        assert session.outbox.take() == [b"late"]
+        nursery.cancel_scope.cancel()

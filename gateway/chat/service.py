@@ -1,0 +1,428 @@
+"""The chat socket's behaviour: rooms, posts, history, presence, and their trip over the bus.
+
+Every change other sessions must see (a post, an edit, a deletion, a room's member list) is
+committed first, then published on the chat topic; every instance (this one included) fans it
+out to its own sessions in that room. So the sender's copy of its POST, which arrives the same
+way, is its acknowledgement, and one instance or many behave the same.
+
+Presence: a JOIN or a PING JOIN refreshes the user's ``last_seen`` in the members table; every
+instance sweeps members silent for ``chat_presence_timeout`` and publishes the room's new list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import nh3
+import trio
+
+from gateway.auth import Identity
+from gateway.bus import CHAT_TOPIC, Bus, BusError
+from gateway.chat import protocol as chat
+from gateway.chat.access import NodeAccess, check_room
+from gateway.chat.protocol import ChatRequest, Page, RoomRef
+from gateway.chat.store import ChatStore, Forbidden, MessageRecord, NotFound, RoomRecord, StoreUnavailable
+from gateway.config import Settings
+from gateway.metrics import Metrics
+from gateway.protocol import ErrorCode, JsonObject, ProtocolError, encode
+from gateway.session import RateLimiter, Session
+from gateway.wsconn import text_frame
+
+log = logging.getLogger("gateway.chat")
+
+SWEEP_INTERVAL: Final = 1.0
+DEPARTURES_QUEUE: Final = 1024
+BUS_BATCH: Final = 256
+
+
+@dataclass(slots=True)
+class Joined:
+    """A room one session has joined, and what it may do there."""
+
+    room: RoomRecord
+    ref: RoomRef
+    can_post: bool
+
+
+class ChatService:
+    """Implements the chat endpoint (``EndpointHandler``) and its background tasks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ChatStore,
+        bus: Bus,
+        nodes: NodeAccess,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.nodes = nodes
+        self.metrics = metrics
+        self.clock = clock
+        self.instance = uuid.uuid4().hex[:12]
+        self._rooms: dict[str, set[Session]] = {}  # room uuid -> local sessions in it
+        self._joined: dict[Session, dict[str, Joined]] = {}
+        self._post_limits: dict[str, RateLimiter] = {}
+        self._departures_in, self._departures = trio.open_memory_channel[tuple[str, str]](DEPARTURES_QUEUE)
+
+    # -- background tasks -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._consume_bus)
+            nursery.start_soon(self._sweep_presence)
+            nursery.start_soon(self._process_departures)
+            task_status.started()
+
+    async def _consume_bus(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with self.bus.subscribe(CHAT_TOPIC) as subscription:
+            task_status.started()
+            while True:
+                for data in await subscription.receive_batch(BUS_BATCH):
+                    self.metrics.events_received.labels(CHAT_TOPIC).inc()
+                    self._deliver_bus_event(data)
+
+    async def _sweep_presence(self) -> None:
+        while True:
+            await trio.sleep(SWEEP_INTERVAL)
+            try:
+                expired = await self.store.expire_members(self.clock() - self.settings.chat_presence_timeout)
+                for room_uuid in expired:
+                    await self._announce_members(room_uuid)
+            except StoreUnavailable as exc:
+                log.warning("presence sweep skipped: %s", exc)
+            except Exception:
+                # A bug here must cost one sweep, not the chat service: log it and sweep again.
+                log.exception("presence sweep failed")
+
+    async def _process_departures(self) -> None:
+        async for room_uuid, user in self._departures:
+            if self._user_present(room_uuid, user):
+                continue  # another of the user's sessions is still in the room
+            try:
+                if await self.store.remove_member(room_uuid, user):
+                    await self._announce_members(room_uuid)
+            except StoreUnavailable as exc:
+                log.warning("could not record that %s left a room: %s", user, exc)
+            except Exception:
+                log.exception("recording that %s left a room failed", user)
+
+    # -- EndpointHandler --------------------------------------------------------------------
+
+    async def on_subscribed(self, session: Session, identity: Identity) -> None:
+        """On re-subscribe, keep only the rooms the new token still grants."""
+        for room_uuid, joined in list(self._joined.get(session, {}).items()):
+            try:
+                grant = await check_room(identity, session.token, joined.ref, self.nodes)
+            except ProtocolError:
+                self._detach(session, room_uuid)
+                self._depart(room_uuid, identity.user)
+            else:
+                joined.can_post = grant.can_post
+
+    async def on_unsubscribed(self, session: Session) -> None:
+        self._leave_all(session)
+
+    async def on_closed(self, session: Session) -> None:
+        self._leave_all(session)
+        if session.identity is not None and not any(
+            s.identity and s.identity.user == session.identity.user for s in self._joined
+        ):
+            self._post_limits.pop(session.identity.user, None)
+
+    async def handle(self, session: Session, message: JsonObject) -> None:
+        request = chat.parse_request(message)
+        identity = session.identity
+        assert identity is not None
+        handler = {
+            chat.JOIN: self._join,
+            chat.LEAVE: self._leave,
+            chat.POST: self._post,
+            chat.HISTORY: self._history,
+            chat.DELETE_MSG: self._delete,
+        }[request.kind]
+        try:
+            await handler(session, identity, request)
+        except StoreUnavailable as exc:
+            raise ProtocolError(
+                ErrorCode.STORE_UNAVAILABLE, f"chat history unavailable: {exc}", **_context(request)
+            ) from None
+        except ProtocolError as err:
+            err.context.update(_context(request))
+            raise
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def _join(self, session: Session, identity: Identity, request: ChatRequest) -> None:
+        assert request.room is not None
+        if request.is_ping:
+            await self._ping(session, identity, request.room)
+            return
+        grant = await check_room(identity, session.token, request.room, self.nodes)
+        joined = self._joined.setdefault(session, {})
+        now = self.clock()
+        room = await self.store.find_or_create_room(
+            grant.type, grant.type_object, request.room.label, now=now
+        )
+        if room.uuid not in joined and len(joined) >= self.settings.chat_max_rooms_per_session:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_ROOMS,
+                f"a session may join at most {self.settings.chat_max_rooms_per_session} rooms",
+            )
+        await self.store.touch_member(room.uuid, identity.user, now=now)
+        self._attach(session, Joined(room, request.room, grant.can_post))
+        users = await self.store.members(room.uuid)
+        if self.settings.chat_history_on_join:
+            await self._send_history(session, room, users, Page(limit=self.settings.chat_history_page))
+        else:
+            session.send_json(chat.room_update(room, users, identity.user))
+        await self._publish(
+            {"kind": "room", "room": _room_dict(room), "users": users, "skip": self._session_key(session)}
+        )
+
+    async def _ping(self, session: Session, identity: Identity, ref: RoomRef) -> None:
+        joined = self._find_joined(session, identity, ref)
+        if await self.store.touch_member(joined.room.uuid, identity.user, now=self.clock()):
+            await self._announce_members(joined.room.uuid)  # came back after timing out
+
+    async def _leave(self, session: Session, identity: Identity, request: ChatRequest) -> None:
+        assert request.room is not None
+        room = self._find_joined(session, identity, request.room).room
+        self._detach(session, room.uuid)
+        removed = not self._user_present(room.uuid, identity.user) and await self.store.remove_member(
+            room.uuid, identity.user
+        )
+        users = await self.store.members(room.uuid)
+        session.send_json(chat.room_update(room, users, identity.user))
+        if removed:
+            await self._publish({"kind": "room", "room": _room_dict(room), "users": users, "skip": None})
+
+    async def _post(self, session: Session, identity: Identity, request: ChatRequest) -> None:
+        assert request.message is not None and request.message.text is not None
+        room_uuid = request.room_uuid or ""
+        joined = self._joined.get(session, {}).get(room_uuid)
+        if joined is None:
+            raise ProtocolError(ErrorCode.NOT_MEMBER, "join the room before posting to it")
+        if not joined.can_post:
+            raise ProtocolError(ErrorCode.READ_ONLY, "you can read this room but not post to it")
+        text = self._clean_text(request.message.text)
+        self._check_post_rate(identity.user)
+        if request.message.uuid:
+            record = await self._edit(identity, request.message.uuid, text)
+        else:
+            record, created = await self.store.post(
+                room_uuid, identity.user, text, client_id=request.message.client_id, now=self.clock()
+            )
+            if not created:  # a retry of a POST already stored: acknowledge it to the sender only
+                session.send_json(chat.message_json(record))
+                return
+        await self._publish({"kind": "message", "message": chat.message_json(record)})
+
+    async def _edit(self, identity: Identity, message_uuid: str, text: str) -> MessageRecord:
+        try:
+            return await self.store.edit(message_uuid, identity.user, text, now=self.clock())
+        except NotFound:
+            raise ProtocolError(ErrorCode.MESSAGE_NOT_FOUND, "no such message to edit") from None
+        except Forbidden:
+            raise ProtocolError(ErrorCode.EDIT_FORBIDDEN, "only the author may edit a message") from None
+
+    async def _delete(self, session: Session, identity: Identity, request: ChatRequest) -> None:
+        assert request.message is not None and request.message.uuid is not None
+        try:
+            record = await self.store.delete(
+                request.message.uuid, identity.user, is_admin=identity.is_admin, now=self.clock()
+            )
+        except NotFound:
+            raise ProtocolError(ErrorCode.MESSAGE_NOT_FOUND, "no such message to delete") from None
+        except Forbidden:
+            raise ProtocolError(
+                ErrorCode.DELETE_FORBIDDEN, "only the author or an admin may delete a message"
+            ) from None
+        await self._publish({"kind": "delete", "message": chat.message_json(record)})
+
+    async def _history(self, session: Session, identity: Identity, request: ChatRequest) -> None:
+        assert request.room is not None
+        joined = self._find_joined(session, identity, request.room)
+        page = chat.parse_page(request.message)
+        users = await self.store.members(joined.room.uuid)
+        await self._send_history(session, joined.room, users, page)
+
+    async def _send_history(self, session: Session, room: RoomRecord, users: list[str], page: Page) -> None:
+        if page.before is not None:
+            records = await self.store.before(room.uuid, page.before, page.limit)
+        elif page.after is not None:
+            records = await self.store.after(room.uuid, page.after, page.limit)
+        else:
+            records = await self.store.latest(room.uuid, page.offset or 0, page.limit)
+        viewer = session.identity.user if session.identity else ""
+        session.send_json(chat.room_update(room, users, viewer))
+        for record in records:
+            session.send_json(chat.message_json(record))
+        if records and len(records) == page.limit:
+            session.send_json(chat.may_have_more(room.uuid, page, records))
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _clean_text(self, raw: str) -> str:
+        if len(raw.encode("utf-8", "surrogatepass")) > self.settings.chat_max_message_bytes:
+            raise ProtocolError(
+                ErrorCode.MESSAGE_TOO_LONG,
+                f"messages are limited to {self.settings.chat_max_message_bytes} bytes",
+            )
+        text = nh3.clean(raw).strip()
+        if not text:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "the message is empty (after removing unsafe HTML)")
+        return text
+
+    def _check_post_rate(self, user: str) -> None:
+        now = trio.current_time()
+        limiter = self._post_limits.get(user)
+        if limiter is None:
+            limiter = self._post_limits[user] = RateLimiter(
+                self.settings.chat_posts_per_second, self.settings.chat_post_burst, now
+            )
+        if not limiter.allow(now):
+            raise ProtocolError(ErrorCode.POST_RATE_LIMITED, "too many posts; slow down")
+
+    def _find_joined(self, session: Session, identity: Identity, ref: RoomRef) -> Joined:
+        rooms = self._joined.get(session, {})
+        if ref.uuid:
+            found = rooms.get(ref.uuid)
+        else:
+            wanted = (
+                chat.user_room_key(identity.user, ref.type_object)
+                if ref.type == chat.USER
+                else ref.type_object
+            )
+            found = next(
+                (j for j in rooms.values() if j.room.type == ref.type and j.room.type_object == wanted), None
+            )
+        if found is None:
+            raise ProtocolError(ErrorCode.NOT_MEMBER, "join the room first")
+        return found
+
+    def _attach(self, session: Session, joined: Joined) -> None:
+        self._joined.setdefault(session, {})[joined.room.uuid] = joined
+        self._rooms.setdefault(joined.room.uuid, set()).add(session)
+
+    def _detach(self, session: Session, room_uuid: str) -> None:
+        self._joined.get(session, {}).pop(room_uuid, None)
+        sessions = self._rooms.get(room_uuid)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self._rooms[room_uuid]
+
+    def _leave_all(self, session: Session) -> None:
+        rooms = self._joined.pop(session, {})
+        for room_uuid in rooms:
+            self._detach(session, room_uuid)
+            if session.identity is not None:
+                self._depart(room_uuid, session.identity.user)
+
+    def _depart(self, room_uuid: str, user: str) -> None:
+        # When the queue is full, presence expiry removes the member within the timeout anyway.
+        with contextlib.suppress(trio.WouldBlock):
+            self._departures_in.send_nowait((room_uuid, user))
+
+    def _user_present(self, room_uuid: str, user: str) -> bool:
+        return any(s.identity is not None and s.identity.user == user for s in self._rooms.get(room_uuid, ()))
+
+    def _session_key(self, session: Session) -> str:
+        return f"{self.instance}:{session.id}"
+
+    async def _announce_members(self, room_uuid: str) -> None:
+        room = await self.store.room(room_uuid)
+        if room is not None:
+            users = await self.store.members(room_uuid)
+            await self._publish({"kind": "room", "room": _room_dict(room), "users": users, "skip": None})
+
+    async def _publish(self, event: JsonObject) -> None:
+        data = json.dumps(event).encode()
+        try:
+            await self.bus.publish(CHAT_TOPIC, data)
+        except BusError as exc:
+            # Committed but not shared: at least this instance's sessions see it.
+            log.warning("chat event not published on the bus (%s); delivering locally only", exc)
+            self._deliver_bus_event(data)
+
+    # -- bus -> local sessions --------------------------------------------------------------
+
+    def _deliver_bus_event(self, data: bytes) -> None:
+        try:
+            event = json.loads(data)
+            kind = event["kind"]
+            if kind == "message":
+                self._fan_out(event["message"]["RoomUuid"], chat_frame(event["message"]))
+            elif kind == "delete":
+                message = event["message"]
+                self._fan_out(message["RoomUuid"], chat_frame({"@type": "DELETE_MSG", "Message": message}))
+            elif kind == "room":
+                self._fan_out_room(
+                    _room_record(event["room"]), [str(u) for u in event["users"]], event.get("skip")
+                )
+            else:
+                raise ValueError(f"unknown chat event kind {kind!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            self.metrics.events_dropped.labels(CHAT_TOPIC, "bad_event").inc()
+            log.warning("dropped a malformed chat event: %s", exc)
+
+    def _fan_out(self, room_uuid: str, frame: bytes) -> None:
+        sessions = self._rooms.get(room_uuid, ())
+        for session in list(sessions):
+            session.send(frame)
+        if sessions:
+            self.metrics.events_delivered.labels(CHAT_TOPIC).inc(len(sessions))
+
+    def _fan_out_room(self, room: RoomRecord, users: list[str], skip: str | None) -> None:
+        frames: dict[str, bytes] = {}  # one encoding per distinct viewer rendering
+        for session in list(self._rooms.get(room.uuid, ())):
+            if skip is not None and self._session_key(session) == skip:
+                continue
+            viewer = session.identity.user if session.identity else ""
+            key = viewer if room.type == chat.USER else ""
+            if key not in frames:
+                frames[key] = chat_frame(chat.room_update(room, users, viewer))
+            session.send(frames[key])
+
+
+def chat_frame(obj: JsonObject) -> bytes:
+    return text_frame(encode(obj))
+
+
+def _room_dict(room: RoomRecord) -> dict[str, Any]:
+    return {
+        "uuid": room.uuid,
+        "type": room.type,
+        "type_object": room.type_object,
+        "label": room.label,
+        "last_updated": room.last_updated,
+    }
+
+
+def _room_record(raw: dict[str, Any]) -> RoomRecord:
+    return RoomRecord(
+        uuid=str(raw["uuid"]),
+        type=str(raw["type"]),
+        type_object=str(raw["type_object"]),
+        label=str(raw["label"]),
+        last_updated=float(raw["last_updated"]),
+    )
+
+
+def _context(request: ChatRequest) -> dict[str, Any]:
+    context: dict[str, Any] = {"request": request.kind}
+    if request.message is not None and request.message.client_id:
+        context["ClientMessageId"] = request.message.client_id
+    return context

@@ -1,0 +1,127 @@
+"""Sans-IO chat requests: what is accepted, what is refused and why; paging; rendering."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.chat import protocol as chat
+from gateway.chat.store import Edit, MessageRecord, RoomRecord
+from gateway.protocol import ErrorCode, ProtocolError
+
+
+def request(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"@type": kind, **fields}
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "fragment"),
+    [
+        (request("DANCE"), ErrorCode.UNKNOWN_TYPE, "unknown @type"),
+        (request("JOIN"), ErrorCode.BAD_MESSAGE, "JOIN needs a Room"),
+        (request("JOIN", Room={"Type": "MOON", "RoomTypeObject": "x"}), ErrorCode.UNKNOWN_ROOM_TYPE, "MOON"),
+        (request("JOIN", Room={"Type": "ANY", "RoomTypeObject": "x"}), ErrorCode.UNKNOWN_ROOM_TYPE, "ANY"),
+        (request("JOIN", Room={"Type": "NODE"}), ErrorCode.BAD_MESSAGE, "RoomTypeObject"),
+        (request("JOIN", Room={"Type": 3}), ErrorCode.BAD_MESSAGE, "wrong type"),
+        (request("JOIN", Room={"Type": "GLOBAL", "Colour": "red"}), ErrorCode.BAD_MESSAGE, "Room.Colour"),
+        (request("JOIN", Room=[]), ErrorCode.BAD_MESSAGE, "Room must be an object"),
+        (request("JOIN", Room={}, Extra=1), ErrorCode.BAD_MESSAGE, "unknown field"),
+        (request("POST"), ErrorCode.BAD_MESSAGE, "POST needs Message.Message"),
+        (request("POST", Message={"RoomUuid": "r"}), ErrorCode.BAD_MESSAGE, "POST needs Message.Message"),
+        (request("POST", Message={"Message": "hi"}), ErrorCode.BAD_MESSAGE, "RoomUuid"),
+        (request("POST", Message={"Message": 5, "RoomUuid": "r"}), ErrorCode.BAD_MESSAGE, "wrong type"),
+        (request("POST", Message={"Message": True, "RoomUuid": "r"}), ErrorCode.BAD_MESSAGE, "wrong type"),
+        (request("POST", Message={"Message": "x", "RoomUuid": "r" * 200}), ErrorCode.BAD_MESSAGE, "longer"),
+        (request("DELETE_MSG", Message={"RoomUuid": "r"}), ErrorCode.BAD_MESSAGE, "Message.Uuid"),
+        (request("HISTORY", Room={"Type": "GLOBAL"}), ErrorCode.BAD_MESSAGE, "Room.Uuid or"),
+        (request("LEAVE"), ErrorCode.BAD_MESSAGE, "LEAVE needs a Room"),
+    ],
+)
+def test_chat_request_refused(message: dict[str, Any], code: ErrorCode, fragment: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        chat.parse_request(message)
+    assert info.value.code == code
+    assert fragment in info.value.message
+
+
+def test_chat_request_platform_shapes_accepted() -> None:
+    join = chat.parse_request(request("JOIN", Room={"Type": "NODE", "RoomTypeObject": "n-1"}))
+    assert join.room == chat.RoomRef(None, "NODE", "n-1", "")
+    assert not join.is_ping
+    ping = chat.parse_request(
+        request("JOIN", Room={"Type": "NODE", "RoomTypeObject": "n-1"}, Message={"Message": "PING"})
+    )
+    assert ping.is_ping
+    post = chat.parse_request(request("POST", Message={"RoomUuid": "r-1", "Message": "hello"}))
+    assert post.room_uuid == "r-1" and post.message is not None and post.message.text == "hello"
+    server_fields = {"Uuid": "m", "RoomUuid": "r", "Message": "x", "Author": "eve", "Timestamp": "1"}
+    delete = chat.parse_request(request("DELETE_MSG", Message=server_fields))
+    assert delete.message is not None and delete.message.uuid == "m"
+    room = {"Uuid": "r", "Type": "GLOBAL", "RoomTypeObject": "", "Users": ["a"], "LastUpdated": 5}
+    assert chat.parse_request(request("HISTORY", Room=room)).room_uuid == "r"
+
+
+def test_chat_room_without_type_is_global() -> None:
+    # GLOBAL is the enum's zero value: the platform's JSON omits it.
+    join = chat.parse_request(request("JOIN", Room={"RoomTypeObject": ""}))
+    assert join.room is not None and join.room.type == "GLOBAL"
+
+
+@pytest.mark.parametrize(
+    ("text", "page"),
+    [
+        (None, chat.Page(40, 0)),
+        ('{"Offset":0,"Limit":40}', chat.Page(40, 0)),
+        ('{"Offset":80,"Limit":20}', chat.Page(20, 80)),
+        ('{"Limit":5000}', chat.Page(200, 0)),
+        ('{"Before":17,"Limit":10}', chat.Page(10, None, before=17)),
+        ('{"After":3}', chat.Page(40, None, after=3)),
+    ],
+)
+def test_chat_page_parsing(text: str | None, page: chat.Page) -> None:
+    assert chat.parse_page(chat.MessageIn(None, None, text, None)) == page
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "nope",
+        "[1]",
+        '{"Offset":-1}',
+        '{"Offset":"1"}',
+        '{"Offset":1,"Before":2}',
+        '{"Page":1}',
+        '{"Limit":true}',
+    ],
+)
+def test_chat_page_refused(text: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        chat.parse_page(chat.MessageIn(None, None, text, None))
+    assert info.value.code == ErrorCode.BAD_MESSAGE
+
+
+def test_chat_user_room_is_shared_and_shown_per_viewer() -> None:
+    key = chat.user_room_key("alice", "bob")
+    assert key == chat.user_room_key("bob", "alice")
+    room = RoomRecord("r", "USER", key, "", 10.0)
+    assert chat.room_json(room, ["alice"], "alice")["RoomTypeObject"] == "bob"
+    assert chat.room_json(room, ["alice"], "bob")["RoomTypeObject"] == "alice"
+
+
+def test_chat_message_rendering_matches_platform() -> None:
+    record = MessageRecord(
+        "m", "r", 7, "alice", "hi", 1764000000.7, "c-1", (Edit("old", 1764000001.0),), False
+    )
+    assert chat.message_json(record) == {
+        "Uuid": "m",
+        "RoomUuid": "r",
+        "Message": "hi",
+        "Author": "alice",
+        "Timestamp": "1764000000",
+        "Seq": 7,
+        "ClientMessageId": "c-1",
+        "Edited": "1764000001",
+    }
+    assert json.dumps(chat.delete_frame(record)).startswith('{"@type": "DELETE_MSG"')
