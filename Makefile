@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 LINT_PATHS := $(wildcard gateway tests bench migrations)
 
-.PHONY: run test lint fmt bench stress binary clean
+.PHONY: run test lint fmt bench stress binary smoke venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy --strict gateway
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+# Long variants of the reliability suite (CI runs them too when time allows).
+stress: $(STAMP)
+	$(PY) -m pytest -q -m slow
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format $(LINT_PATHS)
