@@ -37,6 +37,7 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.broadcast
+	$(PY) -m bench.chat
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

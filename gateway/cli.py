@@ -29,6 +29,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
+GIL_SWITCH_INTERVAL = 0.0005
 DEV_ORIGINS = ("http://127.0.0.1:5051", "http://localhost:5051", "http://[::1]:5051")
 
 
@@ -132,6 +133,11 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
         settings = _dev_settings(settings, out)
     gateway = Gateway(settings)  # refuses to start without keys, before anything listens
     logs.configure(settings.log_level, settings.log_format)
+    # The chat store's worker threads need the GIL for a moment between SQLite calls; with the
+    # default 5 ms switch interval they queue behind the event loop during fan-out bursts
+    # (measured: +30% durable posts/s with 0.5 ms, no change on the events path, which has no
+    # threads).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     trio.run(serve, gateway)
     return EXIT_OK
 
