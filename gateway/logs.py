@@ -47,5 +47,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # trio-websocket logs every frame at debug level; keep it quiet unless asked for.
+    # trio-websocket logs every frame at debug level, Alembic every migration step at info:
+    # keep them quiet unless asked for.
     logging.getLogger("trio-websocket").setLevel(max(root.level, logging.INFO))
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
