@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy --strict gateway
 
 test: lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not binary"
 
 # Long variants of the reliability suite (CI runs them too when time allows).
 stress: $(STAMP)
@@ -34,6 +34,16 @@ stress: $(STAMP)
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format $(LINT_PATHS)
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+
+# One-file executable dist/gateway (PyInstaller, packaging/gateway.spec; docs/OPERATIONS.md).
+binary: $(STAMP)
+	$(PY) -c 'import PyInstaller, psycopg_binary' 2>/dev/null || $(PY) -m pip install --quiet -e '.[binary,postgres]'
+	$(VENV)/bin/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
+		packaging/gateway.spec
+
+# The binary end to end: events, chat, restart with history, SIGTERM, seccomp filters of the unit.
+smoke: binary
+	$(PY) -m pytest -q -m binary
 
 bench: $(STAMP)
 	$(PY) -m bench.broadcast

@@ -1,27 +1,34 @@
-"""The admin HTTP listener (h11 on trio): health, readiness, metrics and the publish API.
+"""The admin HTTP listener (h11 on trio): health, readiness, metrics, the publish API, the playground.
 
-Default bind is loopback. ``POST /api/v1/publish`` requires ``Authorization: Bearer <admin key>``
-(compared in constant time); request bodies are bounded, connections are time-boxed and their
-number is capped, so the admin port cannot be used to exhaust the process.
+Default bind is loopback. ``POST /api/v1/publish`` and ``POST /api/v1/token`` require
+``Authorization: Bearer <admin key>`` (compared in constant time); request bodies are bounded,
+connections are time-boxed and their number is capped, so the admin port cannot be used to exhaust
+the process. ``GET /`` serves the playground page (package data in ``gateway/playground``): it holds
+no secret, so it is open; the operator pastes the admin key into it.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from importlib import resources
 from typing import Any, Final
 
 import h11
 import trio
 
+from gateway.auth import PROFILES, identity_from_claims, mint_token
 from gateway.bus import PUBLISHABLE_TOPICS, Bus, BusError
-from gateway.config import Settings, parse_host_port
+from gateway.config import ConfigError, Settings, parse_host_port
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
+from gateway.protocol import AuthError
 
 log = logging.getLogger("gateway.admin")
 
@@ -30,6 +37,21 @@ MAX_HEADER_BYTES: Final = 16 * 1024
 REQUEST_TIMEOUT: Final = 10.0
 READ_SIZE: Final = 64 * 1024
 SERVER_HEADER: Final = b"cells-ws-gateway"
+
+TOKEN_DEFAULT_TTL: Final = 3600
+TOKEN_MAX_TTL: Final = 24 * 3600
+TOKEN_MAX_ITEMS: Final = 50  # roles, workspaces, roots per workspace
+TOKEN_MAX_NAME: Final = 256
+_TOKEN_FIELDS: Final = frozenset({"user", "profile", "roles", "workspaces", "ttl"})
+_WORKSPACE_FIELDS: Final = frozenset({"uuid", "slug", "roots", "permissions"})
+
+# The playground: URL path -> (file in gateway/playground, content type).
+PLAYGROUND_FILES: Final = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/playground/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/playground/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/playground/favicon.svg": ("favicon.svg", "image/svg+xml"),
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,110 @@ def parse_publish_body(body: bytes, max_batch: int) -> list[tuple[str, dict[str,
     return [_publish_item(doc, "body")]
 
 
+class TokenRequestError(ValueError):
+    """A token request body was refused; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    user: str
+    profile: str
+    roles: tuple[str, ...]
+    workspaces: tuple[dict[str, Any], ...]
+    ttl: int
+
+
+def parse_token_body(body: bytes) -> TokenRequest:
+    """``{"user", "profile"?, "roles"?, "workspaces", "ttl"?}`` -> TokenRequest; sans-IO.
+
+    The claims also go through the gateway's own claim parser, so a minted token is always one
+    that this gateway accepts.
+    """
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        raise TokenRequestError("body is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise TokenRequestError("body must be a JSON object")
+    unknown = set(doc) - _TOKEN_FIELDS
+    if unknown:
+        raise TokenRequestError(f"unknown field(s): {', '.join(sorted(unknown))[:200]}")
+    if "workspaces" not in doc:
+        raise TokenRequestError('"workspaces" is required (a list, possibly empty)')
+    roles = _items(doc.get("roles", []), "roles")
+    workspaces = _items(doc["workspaces"], "workspaces")
+    request = TokenRequest(
+        user=_name(doc.get("user"), "user"),
+        profile=_profile(doc.get("profile", "standard")),
+        roles=tuple(_role(role, f"roles[{i}]") for i, role in enumerate(roles)),
+        workspaces=tuple(_token_workspace(ws, f"workspaces[{i}]") for i, ws in enumerate(workspaces)),
+        ttl=_ttl(doc.get("ttl", TOKEN_DEFAULT_TTL)),
+    )
+    claims = {
+        "name": request.user,
+        "profile": request.profile,
+        "roles": list(request.roles),
+        "workspaces": list(request.workspaces),
+    }
+    try:
+        identity_from_claims(claims)
+    except AuthError as exc:
+        raise TokenRequestError(exc.message) from None
+    return request
+
+
+def _name(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value or value != value.strip():
+        raise TokenRequestError(f"{where} must be a non-empty string without surrounding spaces")
+    if len(value) > TOKEN_MAX_NAME or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise TokenRequestError(f"{where} must be at most {TOKEN_MAX_NAME} printable characters")
+    return value
+
+
+def _role(value: object, where: str) -> str:
+    role = _name(value, where)
+    if "," in role:
+        raise TokenRequestError(f"{where} must not contain ',' (the claim is comma-separated)")
+    return role
+
+
+def _profile(value: object) -> str:
+    if not isinstance(value, str) or value not in PROFILES:
+        raise TokenRequestError(f"profile must be one of {', '.join(PROFILES)}")
+    return value
+
+
+def _items(value: object, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise TokenRequestError(f"{where} must be a list")
+    if len(value) > TOKEN_MAX_ITEMS:
+        raise TokenRequestError(f"{where} holds at most {TOKEN_MAX_ITEMS} entries")
+    return value
+
+
+def _token_workspace(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TokenRequestError(f"{where} must be an object")
+    if set(value) - _WORKSPACE_FIELDS or not {"uuid", "slug", "roots"} <= set(value):
+        raise TokenRequestError(f'{where} needs "uuid", "slug" and "roots", and may have "permissions"')
+    roots = _items(value["roots"], f"{where}.roots")
+    permissions = value.get("permissions", "r")
+    if permissions not in ("r", "w", "rw"):
+        raise TokenRequestError(f"{where}.permissions must be r, w or rw")
+    return {
+        "uuid": _name(value["uuid"], f"{where}.uuid"),
+        "slug": _name(value["slug"], f"{where}.slug"),
+        "roots": [_name(root, f"{where}.roots[{i}]") for i, root in enumerate(roots)],
+        "permissions": permissions,
+    }
+
+
+def _ttl(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= TOKEN_MAX_TTL:
+        raise TokenRequestError(f"ttl must be an integer number of seconds from 1 to {TOKEN_MAX_TTL}")
+    return value
+
+
 def _publish_item(item: object, where: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(item, dict):
         raise PublishError(f"{where} must be an object")
@@ -103,11 +229,14 @@ class AdminServer:
         metrics: Metrics,
         bus: Bus,
         is_ready: Callable[[], tuple[bool, str]],
+        *,
+        ws_ports: Callable[[], Sequence[int]] = tuple,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.bus = bus
         self.is_ready = is_ready
+        self.ws_ports = ws_ports  # the WebSocket listener's bound ports, for the playground
         self.ports: list[int] = []
         self._slots = trio.Semaphore(MAX_CONNECTIONS)
         self.routes: dict[tuple[str, str], Handler] = {
@@ -115,7 +244,10 @@ class AdminServer:
             ("GET", "/readyz"): self._readyz,
             ("GET", "/metrics"): self._metrics,
             ("POST", "/api/v1/publish"): self._publish,
+            ("POST", "/api/v1/token"): self._token,
+            ("GET", "/api/v1/playground"): self._playground_info,
         }
+        self.routes.update({("GET", path): self._playground_file for path in PLAYGROUND_FILES})
 
     async def run(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
         host, port = parse_host_port(self.settings.admin_listen, "admin_listen")
@@ -192,6 +324,7 @@ class AdminServer:
             ("content-length", str(len(response.body))),
             ("server", SERVER_HEADER.decode()),
             ("cache-control", "no-store"),
+            ("x-content-type-options", "nosniff"),
             *response.headers,
         ]
         if conn.their_state is not h11.DONE:
@@ -223,13 +356,7 @@ class AdminServer:
 
     async def _publish_response(self, request: Request) -> Response:
         if not self._authorized(request):
-            return Response(
-                401,
-                json.dumps(
-                    {"error": "unauthorized", "message": "send Authorization: Bearer <admin key>"}
-                ).encode(),
-                headers=[("www-authenticate", 'Bearer realm="gateway-admin"')],
-            )
+            return _unauthorized()
         try:
             items = parse_publish_body(request.body, self.settings.admin_max_batch)
         except PublishError as exc:
@@ -245,12 +372,119 @@ class AdminServer:
             return json_response(202, {"published": published})
         return error_response(503, "bus_busy", "the bus did not take the events in time", published=published)
 
+    async def _token(self, request: Request) -> Response:
+        """Mint a development token (HS256, the configured secret); the token is never logged."""
+        if not self._authorized(request):
+            return _unauthorized()
+        secret = self.settings.jwt_secret
+        if not self.settings.dev or not secret:
+            # Outside development the admin key must not become a way to forge user tokens that
+            # the platform, which may share the secret, would accept.
+            return error_response(
+                409,
+                "token_minting_unavailable",
+                "tokens are minted only in development mode (serve --dev) with a jwt_secret: "
+                "paste a token issued by the platform",
+            )
+        try:
+            wanted = parse_token_body(request.body)
+        except TokenRequestError as exc:
+            return error_response(400, "bad_request", str(exc))
+        now = int(time.time())
+        token = mint_token(
+            secret,
+            user=wanted.user,
+            profile=wanted.profile,
+            roles=wanted.roles,
+            workspaces=wanted.workspaces,
+            ttl=wanted.ttl,
+            audience=self.settings.jwt_audience,
+            issuer=self.settings.jwt_issuer,
+            now=now,
+        )
+        log.info(
+            "minted a token through the admin API: user %r, profile %s, workspaces %d, ttl %d s",
+            wanted.user,
+            wanted.profile,
+            len(wanted.workspaces),
+            wanted.ttl,
+        )
+        return json_response(200, {"token": token, "user": wanted.user, "expiresAt": now + wanted.ttl})
+
+    async def _playground_info(self, request: Request) -> Response:
+        """What the playground page needs to reach the WebSocket listener; nothing secret."""
+        ports = list(self.ws_ports())
+        return json_response(
+            200,
+            {
+                "ws_port": ports[0] if ports else None,
+                "ws_host": _specific_host(self.settings.listen),
+                "paths": {"events": "/ws", "chat": "/chat"},
+                "token_minting": self.settings.dev and bool(self.settings.jwt_secret),
+                "allowed_origins": list(self.settings.allowed_origins),
+            },
+        )
+
+    async def _playground_file(self, request: Request) -> Response:
+        name, content_type = PLAYGROUND_FILES[request.path]
+        body = _playground_asset(name)
+        if body is None:
+            return error_response(404, "not_found", f"the playground file {name} is not packaged")
+        headers = (
+            [("content-security-policy", _playground_csp(self.ws_ports()))] if name.endswith(".html") else []
+        )
+        headers += [("referrer-policy", "no-referrer"), ("x-frame-options", "DENY")]
+        return Response(200, body, content_type=content_type, headers=headers)
+
     def _authorized(self, request: Request) -> bool:
         key = self.settings.admin_key
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if not key or scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(token.strip().encode(), key.encode())
+
+
+def _unauthorized() -> Response:
+    return Response(
+        401,
+        json.dumps({"error": "unauthorized", "message": "send Authorization: Bearer <admin key>"}).encode(),
+        headers=[("www-authenticate", 'Bearer realm="gateway-admin"')],
+    )
+
+
+@functools.cache
+def _playground_asset(name: str) -> bytes | None:
+    """A file of the playground, read once from the package (works from a one-file build too)."""
+    try:
+        return (resources.files("gateway") / "playground" / name).read_bytes()
+    except OSError:
+        return None
+
+
+def _playground_csp(ws_ports: Sequence[int]) -> str:
+    """No inline code, nothing from elsewhere; the page may only talk to this listener and the WS port."""
+    sockets = " ".join(f"ws://*:{p} wss://*:{p}" for p in ws_ports) or "ws: wss:"
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self'",
+            f"connect-src 'self' {sockets}",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def _specific_host(listen: str) -> str | None:
+    """The WebSocket listener's host when it is one address, or None for all interfaces."""
+    try:
+        host, _ = parse_host_port(listen, "listen")
+    except ConfigError:
+        return None
+    return None if host in ("", "0.0.0.0", "::") else host
 
 
 def _too_large(limit: int) -> Response:

@@ -116,10 +116,13 @@ class Gateway:
         self.bus = make_bus(settings, self.metrics)
         self.dispatcher = Dispatcher(settings, self.bus, self.hub, self.metrics)
         self.store = ChatStore(settings.db_url)
+        self.metrics.watch_store(self.store)
         self.chat = ChatService(settings, self.store, self.bus, make_node_access(settings), self.metrics)
         handlers: dict[str, EndpointHandler] = {EVENTS: EventsEndpoint(), CHAT: self.chat}
         self.websocket = WebSocketServer(settings, self.hub, self.resolver, handlers, self.metrics)
-        self.admin = AdminServer(settings, self.metrics, self.bus, self.readiness)
+        self.admin = AdminServer(
+            settings, self.metrics, self.bus, self.readiness, ws_ports=lambda: self.websocket.ports
+        )
         self._stop = trio.Event()
         self._running = False
 
