@@ -138,7 +138,14 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     # (measured: +30% durable posts/s with 0.5 ms, no change on the events path, which has no
     # threads).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    trio.run(serve, gateway)
+    try:
+        trio.run(serve, gateway)
+    except BaseExceptionGroup as group:
+        # What start-up finds wrong (a chat database it cannot reach or migrate) comes out of
+        # serve()'s nursery: report it as the configuration error it is, not as a traceback.
+        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], ConfigError):
+            raise group.exceptions[0] from None
+        raise
     return EXIT_OK
 
 

@@ -55,9 +55,11 @@ async def gateway_process(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     start_timeout: float = 30,
+    listen: str = "127.0.0.1:0",
 ) -> AsyncIterator[GatewayProcess]:
-    """Start ``gateway serve`` on loopback port 0 and wait until it logs that it is ready."""
-    argv = [*command, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *args]
+    """Start ``gateway serve`` (on loopback port 0 unless ``listen`` says otherwise) and wait until it
+    logs that it is ready."""
+    argv = [*command, "serve", "--listen", listen, "--admin-listen", "127.0.0.1:0", *args]
     async with trio.open_nursery() as nursery:
         run = partial(trio.run_process, argv, env=env or gateway_env(), cwd=cwd,
                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)  # fmt: skip

@@ -8,14 +8,8 @@ databases). Without either it is skipped, with the reason shown by ``pytest -ra`
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
-import shutil
-import socket
 import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,109 +40,25 @@ from gateway.chat.store import (
     StoreUnavailable,
     as_unavailable,
 )
+from tests.servers import free_port, new_pg_database, new_pg_schema, postgres_admin_url, psycopg_connect
 
 BACKENDS = ["sqlite", "postgresql"]
 TIMEOUT = 10
-_CREATED_DATABASES: list[str] = []  # dropped at the end when the server is not a throwaway one
 
 
-# --- PostgreSQL: a throwaway cluster for the session ---------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pg_bin() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(versions[-1]).parent if versions else None
-
-
-def _as_postgres(argv: list[str]) -> list[str]:
-    """Run as the postgres user when we are root: PostgreSQL refuses to run as root."""
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+# --- PostgreSQL: a throwaway cluster for the session (tests/servers.py) ---------------------------
 
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     """A URL to a PostgreSQL server where new databases may be created."""
-    configured = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
-    if configured:
-        yield configured
-        with _psycopg(configured) as admin:
-            for name in _CREATED_DATABASES:
-                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        return
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL tests: no initdb found (install postgresql or set GATEWAY_TEST_POSTGRES_URL)")
-    if os.geteuid() == 0 and not shutil.which("runuser"):
-        pytest.skip("PostgreSQL tests: running as root without runuser to drop to the postgres user")
-    root = Path(tempfile.mkdtemp(prefix="chat-pg-"))
-    port = _free_port()
-    data = root / "data"
-    try:
-        if os.geteuid() == 0:
-            shutil.chown(root, "postgres")
-        initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync"]
-        subprocess.run(_as_postgres(initdb), check=True, capture_output=True, timeout=60)
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-        pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w"]
-        subprocess.run(
-            _as_postgres([*pg_ctl, "-o", options, "start"]), check=True, capture_output=True, timeout=60
-        )
-    except (OSError, LookupError, subprocess.SubprocessError) as exc:
-        shutil.rmtree(root, ignore_errors=True)
-        detail = getattr(exc, "stderr", b"") or b""
-        pytest.skip(
-            f"PostgreSQL tests: cannot start a cluster: {exc} {detail.decode(errors='replace')[:300]}"
-        )
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(_as_postgres([*pg_ctl, "-m", "immediate", "stop"]), capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _psycopg(url: str) -> psycopg.Connection[Any]:
-    parsed = make_url(url)
-    return psycopg.connect(
-        host=parsed.host,
-        port=parsed.port,
-        user=parsed.username,
-        password=parsed.password,
-        dbname=parsed.database,
-        options=str(parsed.query.get("options", "")),
-        autocommit=True,
-    )
-
-
-def _new_pg_database(admin_url: str) -> str:
-    """A new, empty database (a quarter of a second: for tests that change database settings)."""
-    name = f"chat_{uuid.uuid4().hex[:12]}"
-    with _psycopg(admin_url) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    _CREATED_DATABASES.append(name)
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    with postgres_admin_url() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def pg_database_url(pg_admin_url: str) -> str:
-    return _new_pg_database(pg_admin_url)
-
-
-def _new_pg_schema(database_url: str) -> str:
-    """The URL of a new, empty schema: a few milliseconds, where a database takes a quarter second."""
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    with _psycopg(database_url) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
-    url = make_url(database_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False)
+    return new_pg_database(pg_admin_url)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -156,7 +66,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database on each backend: a file for SQLite, a fresh schema for PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/chat.db"
-    return _new_pg_schema(request.getfixturevalue("pg_database_url"))
+    return new_pg_schema(request.getfixturevalue("pg_database_url"))
 
 
 async def _start(nursery: trio.Nursery, url: str, **options: Any) -> ChatStore:
@@ -188,7 +98,7 @@ def write_lock(url: str, table: str = "rooms") -> Iterator[Callable[[], None]]:
         other = sqlite3.connect(make_url(url).database or "", isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
     else:
-        other = _psycopg(url)
+        other = psycopg_connect(url)
         other.execute("BEGIN")
         other.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
     try:
@@ -564,7 +474,7 @@ def _wait_for_lock_waiters(url: str, count: int) -> None:
         " WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
     deadline = time.monotonic() + TIMEOUT
-    with _psycopg(url) as watcher:
+    with psycopg_connect(url) as watcher:
         while watcher.execute(query).fetchone() != (count,):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{count} sessions never waited for a lock")
@@ -579,7 +489,7 @@ async def test_postgres_insert_race_between_gateways(
 
     Both are held at their insert by a table lock until both wait, so both checks saw nothing.
     """
-    url = _new_pg_schema(pg_database_url)
+    url = new_pg_schema(pg_database_url)
     await trio.to_thread.run_sync(migrate.upgrade, url)
     gateways = [await _start(nursery, url) for _ in range(2)]
     room = await gateways[0].find_or_create_room("GLOBAL", "all", "All", now=1.0)
@@ -662,12 +572,12 @@ async def test_unavailable_when_postgres_read_only_then_recovers(
     nursery: trio.Nursery, pg_admin_url: str
 ) -> None:
     """A failover to a read-only server: the failing connection is replaced once the fault clears."""
-    url = _new_pg_database(pg_admin_url)
+    url = new_pg_database(pg_admin_url)
     name = make_url(url).database
     await trio.to_thread.run_sync(migrate.upgrade, url)
     store = await _start(nursery, url)
     room = await store.find_or_create_room("GLOBAL", "all", "All", now=1.0)
-    with _psycopg(pg_admin_url) as admin:
+    with psycopg_connect(pg_admin_url) as admin:
         admin.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
         admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
         with pytest.raises(StoreUnavailable, match="read-only"):
@@ -678,20 +588,20 @@ async def test_unavailable_when_postgres_read_only_then_recovers(
 
 
 async def test_postgres_connections_killed_recovers(nursery: trio.Nursery, pg_admin_url: str) -> None:
-    url = _new_pg_database(pg_admin_url)
+    url = new_pg_database(pg_admin_url)
     name = make_url(url).database
     await trio.to_thread.run_sync(migrate.upgrade, url)
     store = await _start(nursery, url)
     room = await store.find_or_create_room("GLOBAL", "all", "All", now=1.0)
     await store.post(room.uuid, "alice", "one", client_id=None, now=2.0)
-    with _psycopg(pg_admin_url) as admin:
+    with psycopg_connect(pg_admin_url) as admin:
         admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
     await store.post(room.uuid, "alice", "two", client_id=None, now=3.0)  # pre_ping reconnects
     assert [m.text for m in await store.latest(room.uuid, 0, 10)] == ["one", "two"]
 
 
 async def test_unavailable_when_postgres_refuses(nursery: trio.Nursery) -> None:
-    store = await _start(nursery, f"postgresql://nobody@127.0.0.1:{_free_port()}/chat")
+    store = await _start(nursery, f"postgresql://nobody@127.0.0.1:{free_port()}/chat")
     with trio.fail_after(TIMEOUT):
         with pytest.raises(StoreUnavailable, match="unavailable; try again later"):
             await store.post(str(uuid.uuid4()), "alice", "x", client_id=None, now=1.0)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import logging
-import shutil
-import socket
-import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -21,99 +17,24 @@ import trio
 from gateway.bus import TASKS_TOPIC, TREE_TOPIC, BusError
 from gateway.bus.nats import NatsBus, NatsSubscription
 from gateway.metrics import Metrics
-
-NATS_SERVER = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin:/usr/local/sbin")
-
-pytestmark = pytest.mark.skipif(
-    NATS_SERVER is None, reason="nats-server binary not found (Debian: apt-get install nats-server)"
+from tests.servers import (
+    NatsServer,
+    StartServer,
+    free_port,
+    nats_servers,
+    requires_nats,
+    wait_until,
+    wait_until_async,
 )
 
-START_TIMEOUT = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class NatsServer:
-    """One nats-server process on a fixed loopback port: start, stop and start again."""
-
-    def __init__(self, workdir: Path, args: list[str], port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.monitor_port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self._args = args
-        self._log = workdir / f"nats-{self.port}.log"
-        self._process: trio.Process | None = None
-
-    async def start(self) -> None:
-        assert NATS_SERVER is not None
-        command = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor_port)]
-        with self._log.open("ab") as log:
-            self._process = await trio.lowlevel.open_process(
-                [*command, *self._args], stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
-        with trio.fail_after(START_TIMEOUT):
-            while not await self._accepts():
-                assert self._process.returncode is None, self._log.read_text()
-                await trio.sleep(0.01)
-
-    async def stop(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            with trio.fail_after(START_TIMEOUT):
-                await self._process.wait()
-            self._process = None
-
-    async def _accepts(self) -> bool:
-        try:
-            stream = await trio.open_tcp_stream("127.0.0.1", self.monitor_port)
-        except OSError:
-            return False
-        await stream.aclose()
-        return True
-
-    async def monitor(self, path: str) -> dict[str, Any]:
-        """GET a monitoring endpoint (``/connz?subs=1`` ...) as JSON, over plain HTTP/1.0."""
-        stream = await trio.open_tcp_stream("127.0.0.1", self.monitor_port)
-        async with stream:
-            await stream.send_all(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
-            response = b""
-            while chunk := await stream.receive_some():
-                response += chunk
-        result = json.loads(response.partition(b"\r\n\r\n")[2])
-        assert isinstance(result, dict)
-        return result
-
-
-StartServer = Callable[..., Awaitable[NatsServer]]
+pytestmark = requires_nats
 
 
 @pytest.fixture
 async def nats_factory(tmp_path: Path) -> AsyncIterator[StartServer]:
     """Start nats-server processes (extra CLI args, optional config text); all killed at teardown."""
-    servers: list[NatsServer] = []
-
-    async def start(*args: str, config: str | None = None) -> NatsServer:
-        extra = list(args)
-        if config is not None:
-            path = tmp_path / f"nats-{len(servers)}.conf"
-            path.write_text(config)
-            extra += ["-c", str(path)]
-        server = NatsServer(tmp_path, extra)
-        servers.append(server)
-        await server.start()
-        return server
-
-    try:
+    async with nats_servers(tmp_path) as start:
         yield start
-    finally:
-        with trio.CancelScope(shield=True):
-            for server in servers:
-                await server.stop()
 
 
 @pytest.fixture
@@ -136,12 +57,6 @@ async def receive(subscription: NatsSubscription, count: int) -> list[bytes]:
     while len(got) < count:
         got += await subscription.receive_batch(count - len(got))
     return got
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    """Poll a condition that depends on an external process (the caller's fail_after bounds it)."""
-    while not condition():  # noqa: ASYNC110 - nothing to wait on: the state is another process's
-        await trio.sleep(0.005)
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -383,12 +298,6 @@ async def test_run_cancel_closes_connection(nats_server: NatsServer) -> None:
 
 async def _no_connections(server: NatsServer) -> bool:
     return not (await server.monitor("/connz"))["connections"]
-
-
-async def wait_until_async(condition: Callable[[], Awaitable[bool]]) -> None:
-    """``wait_until`` for a condition that must be fetched (a monitoring endpoint)."""
-    while not await condition():  # noqa: ASYNC110 - the state is nats-server's
-        await trio.sleep(0.005)
 
 
 # -- TLS ---------------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ way, is its acknowledgement, and one instance or many behave the same.
 
 Presence: a JOIN or a PING JOIN refreshes the user's ``last_seen`` in the members table; every
 instance sweeps members silent for ``chat_presence_timeout`` and publishes the room's new list.
+An instance only knows its own sessions: when another one announces that a user left a room
+(``"left"``) while a session of that user is still in the room here, this instance puts the user
+back at once, rather than at the session's next PING.
 """
 
 from __future__ import annotations
@@ -43,6 +46,33 @@ BUS_BATCH: Final = 256
 
 
 @dataclass(slots=True)
+class _StoreOutage:
+    """The last store outage the presence sweep met. No PING could be recorded during it, so members
+    seen shortly before it stay until a full presence timeout after it ends, to ping again."""
+
+    started: float | None = None
+    ended: float | None = None
+
+    def cutoff(self, now: float, timeout: float) -> float:
+        """Members last seen before this time have left."""
+        if self.started is None:
+            return now - timeout
+        if self.ended is not None and now >= self.ended + timeout:
+            self.started = self.ended = None
+            return now - timeout
+        return min(now - timeout, self.started - timeout)
+
+    def down(self, now: float) -> None:
+        if self.started is None:
+            self.started = now
+        self.ended = None  # a new outage within the grace of the last one extends it
+
+    def up(self, now: float) -> None:
+        if self.started is not None and self.ended is None:
+            self.ended = now
+
+
+@dataclass(slots=True)
 class Joined:
     """A room one session has joined, and what it may do there."""
 
@@ -75,6 +105,7 @@ class ChatService:
         self._joined: dict[Session, dict[str, Joined]] = {}
         self._post_limits: dict[str, RateLimiter] = {}
         self._departures_in, self._departures = trio.open_memory_channel[tuple[str, str]](DEPARTURES_QUEUE)
+        self._returns_in, self._returns = trio.open_memory_channel[tuple[str, str]](DEPARTURES_QUEUE)
 
     # -- background tasks -------------------------------------------------------------------
 
@@ -83,6 +114,7 @@ class ChatService:
             await nursery.start(self._consume_bus)
             nursery.start_soon(self._sweep_presence)
             nursery.start_soon(self._process_departures)
+            nursery.start_soon(self._process_returns)
             task_status.started()
 
     async def _consume_bus(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -94,13 +126,19 @@ class ChatService:
                     self._deliver_bus_event(data)
 
     async def _sweep_presence(self) -> None:
+        outage = _StoreOutage()
         while True:
             await trio.sleep(SWEEP_INTERVAL)
+            now = self.clock()
             try:
-                expired = await self.store.expire_members(self.clock() - self.settings.chat_presence_timeout)
+                expired = await self.store.expire_members(
+                    outage.cutoff(now, self.settings.chat_presence_timeout)
+                )
+                outage.up(now)
                 for room_uuid in expired:
                     await self._announce_members(room_uuid)
             except StoreUnavailable as exc:
+                outage.down(now)
                 log.warning("presence sweep skipped: %s", exc)
             except Exception:
                 # A bug here must cost one sweep, not the chat service: log it and sweep again.
@@ -112,11 +150,24 @@ class ChatService:
                 continue  # another of the user's sessions is still in the room
             try:
                 if await self.store.remove_member(room_uuid, user):
-                    await self._announce_members(room_uuid)
+                    await self._announce_members(room_uuid, left=user)
             except StoreUnavailable as exc:
                 log.warning("could not record that %s left a room: %s", user, exc)
             except Exception:
                 log.exception("recording that %s left a room failed", user)
+
+    async def _process_returns(self) -> None:
+        """Put back users another instance took out of a room while a session here is still in it."""
+        async for room_uuid, user in self._returns:
+            if not self._user_present(room_uuid, user):
+                continue
+            try:
+                if await self.store.touch_member(room_uuid, user, now=self.clock()):
+                    await self._announce_members(room_uuid)
+            except StoreUnavailable as exc:
+                log.warning("could not record that %s is still in a room: %s", user, exc)
+            except Exception:
+                log.exception("recording that %s is still in a room failed", user)
 
     # -- EndpointHandler --------------------------------------------------------------------
 
@@ -206,7 +257,7 @@ class ChatService:
         users = await self.store.members(room.uuid)
         session.send_json(chat.room_update(room, users, identity.user))
         if removed:
-            await self._publish({"kind": "room", "room": _room_dict(room), "users": users, "skip": None})
+            await self._publish(_room_event(room, users, left=identity.user))
 
     async def _post(self, session: Session, identity: Identity, request: ChatRequest) -> None:
         assert request.message is not None and request.message.text is not None
@@ -342,11 +393,11 @@ class ChatService:
     def _session_key(self, session: Session) -> str:
         return f"{self.instance}:{session.id}"
 
-    async def _announce_members(self, room_uuid: str) -> None:
+    async def _announce_members(self, room_uuid: str, *, left: str | None = None) -> None:
         room = await self.store.room(room_uuid)
         if room is not None:
             users = await self.store.members(room_uuid)
-            await self._publish({"kind": "room", "room": _room_dict(room), "users": users, "skip": None})
+            await self._publish(_room_event(room, users, left=left))
 
     async def _publish(self, event: JsonObject) -> None:
         data = json.dumps(event).encode()
@@ -369,14 +420,21 @@ class ChatService:
                 message = event["message"]
                 self._fan_out(message["RoomUuid"], chat_frame({"@type": "DELETE_MSG", "Message": message}))
             elif kind == "room":
-                self._fan_out_room(
-                    _room_record(event["room"]), [str(u) for u in event["users"]], event.get("skip")
-                )
+                room, users = _room_record(event["room"]), [str(u) for u in event["users"]]
+                self._fan_out_room(room, users, event.get("skip"))
+                self._check_left(room.uuid, users, event.get("left"))
             else:
                 raise ValueError(f"unknown chat event kind {kind!r}")
         except (ValueError, KeyError, TypeError) as exc:
             self.metrics.events_dropped.labels(CHAT_TOPIC, "bad_event").inc()
             log.warning("dropped a malformed chat event: %s", exc)
+
+    def _check_left(self, room_uuid: str, users: list[str], left: object) -> None:
+        """Another instance took ``left`` out of the room: queue putting them back if they are here."""
+        if isinstance(left, str) and left not in users and self._user_present(room_uuid, left):
+            # When the queue is full, the session's next PING puts the user back anyway.
+            with contextlib.suppress(trio.WouldBlock):
+                self._returns_in.send_nowait((room_uuid, left))
 
     def _fan_out(self, room_uuid: str, frame: bytes) -> None:
         sessions = self._rooms.get(room_uuid, ())
@@ -409,6 +467,11 @@ def _room_dict(room: RoomRecord) -> dict[str, Any]:
         "label": room.label,
         "last_updated": room.last_updated,
     }
+
+
+def _room_event(room: RoomRecord, users: list[str], *, left: str | None) -> JsonObject:
+    """A room's new member list for every instance; ``left``: the user just taken out, if any."""
+    return {"kind": "room", "room": _room_dict(room), "users": users, "skip": None, "left": left}
 
 
 def _room_record(raw: dict[str, Any]) -> RoomRecord:
