@@ -462,3 +462,34 @@ async def test_chat_store_unavailable_answers_error(
         assert error["error"] == "store_unavailable" and error["ClientMessageId"] == "c-1"
         monkeypatch.undo()
         assert (await alice.post(room["Uuid"], "hi", ClientMessageId="c-1"))["Message"] == "hi"
+
+
+@pytest.mark.parametrize("post_lands", ["before_history_read", "after_history_read"])
+async def test_chat_post_during_join_arrives_exactly_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, post_lands: str
+) -> None:
+    store = harness.gateway.store
+    original_latest = store.latest
+    async with chatter(harness, "alice") as alice, chatter(harness, "bob") as bob:
+        room = await alice.join(GLOBAL_ROOM)
+        await alice.post(room["Uuid"], "old")
+
+        async def latest_with_a_post_racing(room_uuid: str, offset: int, limit: int) -> list[Any]:
+            # Bob is already attached to the room: alice's post is fanned out to him while his
+            # history page is being read, on one side of the read or the other.
+            if post_lands == "before_history_read":
+                await alice.post(room["Uuid"], "racing")
+            records = await original_latest(room_uuid, offset, limit)
+            if post_lands == "after_history_read":
+                await alice.post(room["Uuid"], "racing")
+            return records
+
+        monkeypatch.setattr(store, "latest", latest_with_a_post_racing)
+        await bob.join(GLOBAL_ROOM)
+        texts = []
+        with trio.move_on_after(1):
+            while True:
+                frame = await bob.recv()
+                if "Message" in frame and "Author" in frame:
+                    texts.append(frame["Message"])
+    assert texts == ["old", "racing"]

@@ -79,6 +79,9 @@ class Joined:
     room: RoomRecord
     ref: RoomRef
     can_post: bool
+    # While the JOIN's history page is read and sent, live frames wait here with the Seq of the
+    # post they carry (None for anything else), so a post can't arrive both live and in the page.
+    held: list[tuple[int | None, bytes]] | None = None
 
 
 class ChatService:
@@ -232,12 +235,20 @@ class ChatService:
                 f"a session may join at most {self.settings.chat_max_rooms_per_session} rooms",
             )
         await self.store.touch_member(room.uuid, identity.user, now=now)
-        self._attach(session, Joined(room, request.room, grant.can_post))
-        users = await self.store.members(room.uuid)
+        entry = Joined(room, request.room, grant.can_post)
         if self.settings.chat_history_on_join:
-            await self._send_history(session, room, users, Page(limit=self.settings.chat_history_page))
-        else:
-            session.send_json(chat.room_update(room, users, identity.user))
+            entry.held = []
+        self._attach(session, entry)
+        shown = 0  # the newest Seq in the history page, if any
+        try:
+            users = await self.store.members(room.uuid)
+            if self.settings.chat_history_on_join:
+                page = Page(limit=self.settings.chat_history_page)
+                shown = max((r.seq for r in await self._send_history(session, room, users, page)), default=0)
+            else:
+                session.send_json(chat.room_update(room, users, identity.user))
+        finally:
+            _release_held(session, entry, shown)
         await self._publish(
             {"kind": "room", "room": _room_dict(room), "users": users, "skip": self._session_key(session)}
         )
@@ -271,13 +282,14 @@ class ChatService:
         self._check_post_rate(identity.user)
         if request.message.uuid:
             record = await self._edit(identity, request.message.uuid, text)
-        else:
-            record, created = await self.store.post(
-                room_uuid, identity.user, text, client_id=request.message.client_id, now=self.clock()
-            )
-            if not created:  # a retry of a POST already stored: acknowledge it to the sender only
-                session.send_json(chat.message_json(record))
-                return
+            await self._publish({"kind": "edit", "message": chat.message_json(record)})
+            return
+        record, created = await self.store.post(
+            room_uuid, identity.user, text, client_id=request.message.client_id, now=self.clock()
+        )
+        if not created:  # a retry of a POST already stored: acknowledge it to the sender only
+            session.send_json(chat.message_json(record))
+            return
         await self._publish({"kind": "message", "message": chat.message_json(record)})
 
     async def _edit(self, identity: Identity, message_uuid: str, text: str) -> MessageRecord:
@@ -309,7 +321,9 @@ class ChatService:
         users = await self.store.members(joined.room.uuid)
         await self._send_history(session, joined.room, users, page)
 
-    async def _send_history(self, session: Session, room: RoomRecord, users: list[str], page: Page) -> None:
+    async def _send_history(
+        self, session: Session, room: RoomRecord, users: list[str], page: Page
+    ) -> list[MessageRecord]:
         if page.before is not None:
             records = await self.store.before(room.uuid, page.before, page.limit)
         elif page.after is not None:
@@ -322,6 +336,7 @@ class ChatService:
             session.send_json(chat.message_json(record))
         if records and len(records) == page.limit:
             session.send_json(chat.may_have_more(room.uuid, page, records))
+        return records
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -414,7 +429,10 @@ class ChatService:
         try:
             event = json.loads(data)
             kind = event["kind"]
-            if kind == "message":
+            if kind == "message":  # a new post: a joining session may have it in its history page
+                message = event["message"]
+                self._fan_out(message["RoomUuid"], chat_frame(message), new_seq=int(message["Seq"]))
+            elif kind == "edit":
                 self._fan_out(event["message"]["RoomUuid"], chat_frame(event["message"]))
             elif kind == "delete":
                 message = event["message"]
@@ -436,10 +454,10 @@ class ChatService:
             with contextlib.suppress(trio.WouldBlock):
                 self._returns_in.send_nowait((room_uuid, left))
 
-    def _fan_out(self, room_uuid: str, frame: bytes) -> None:
+    def _fan_out(self, room_uuid: str, frame: bytes, *, new_seq: int | None = None) -> None:
         sessions = self._rooms.get(room_uuid, ())
         for session in list(sessions):
-            session.send(frame)
+            self._send_or_hold(session, room_uuid, frame, new_seq)
         if sessions:
             self.metrics.events_delivered.labels(CHAT_TOPIC).inc(len(sessions))
 
@@ -452,7 +470,25 @@ class ChatService:
             key = viewer if room.type == chat.USER else ""
             if key not in frames:
                 frames[key] = chat_frame(chat.room_update(room, users, viewer))
-            session.send(frames[key])
+            self._send_or_hold(session, room.uuid, frames[key], None)
+
+    def _send_or_hold(self, session: Session, room_uuid: str, frame: bytes, new_seq: int | None) -> None:
+        joined = self._joined.get(session, {}).get(room_uuid)
+        if joined is None or joined.held is None:
+            session.send(frame)
+        elif len(joined.held) < self.settings.outbox_max_frames:
+            joined.held.append((new_seq, frame))
+        else:  # a history page that takes this long: stop holding, a duplicate is the lesser harm
+            _release_held(session, joined, 0)
+            session.send(frame)
+
+
+def _release_held(session: Session, joined: Joined, shown: int) -> None:
+    """Send what arrived during the JOIN, minus the posts its history page already showed."""
+    held, joined.held = joined.held or [], None
+    for new_seq, frame in held:
+        if new_seq is None or new_seq > shown:
+            session.send(frame)
 
 
 def chat_frame(obj: JsonObject) -> bytes:
