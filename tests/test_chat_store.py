@@ -768,3 +768,8 @@ def test_migrations_dir_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert migrate.migrations_dir() == tmp_path / "migrations"
     monkeypatch.setenv(migrate.MIGRATIONS_DIR_ENV, str(tmp_path / "elsewhere"))
     assert migrate.migrations_dir() == tmp_path / "elsewhere"
+
+
+def test_migrate_head_constant_matches_the_scripts() -> None:
+    # upgrade() skips Alembic for a database at HEAD_REVISION: a new script must move the constant.
+    assert migrate.head() == migrate.HEAD_REVISION

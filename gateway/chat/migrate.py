@@ -15,17 +15,21 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from gateway.chat.models import make_engine
 
+if TYPE_CHECKING:  # Alembic is imported only when a migration has to run (it costs ~90 ms)
+    from alembic.config import Config
+
 MIGRATIONS_DIR_ENV: Final = "GATEWAY_MIGRATIONS_DIR"
+# The newest migration script. A database already there is recognised without importing Alembic,
+# which keeps the usual restart fast; tests/test_chat_store.py checks it matches the scripts.
+HEAD_REVISION: Final = "0001"
 
 # Alembic keeps the running migration in module globals (alembic.context, alembic.op): two upgrades
 # in one process at the same time would trample each other.
@@ -45,6 +49,8 @@ def migrations_dir() -> Path:
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic configuration built in code, pointing at ``migrations_dir()``."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     if url is not None:
@@ -58,13 +64,25 @@ def upgrade(url: str) -> None:
     engine = make_engine(url, role="migrate")
     try:
         with engine.begin() as connection:
-            upgrade_connection(connection)
+            if _recorded_revision(connection) != HEAD_REVISION:
+                upgrade_connection(connection)
     finally:
         engine.dispose()
 
 
+def _recorded_revision(connection: Connection) -> str | None:
+    """The revision in Alembic's version table, read with plain SQL (None if there is none yet)."""
+    try:
+        with connection.begin_nested():
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+    except DBAPIError:  # no version table yet
+        return None
+
+
 def upgrade_connection(connection: Connection) -> None:
     """Upgrade through an open connection, inside the caller's transaction (commits with it)."""
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = connection
     with _ALEMBIC_LOCK:
@@ -76,6 +94,8 @@ def current(url: str) -> str | None:
     engine = make_engine(url, role="migrate")
     try:
         with engine.connect() as connection:
+            from alembic.runtime.migration import MigrationContext
+
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
@@ -83,6 +103,8 @@ def current(url: str) -> str | None:
 
 def head() -> str:
     """The newest revision among the migration scripts."""
+    from alembic.script import ScriptDirectory
+
     revision = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if revision is None:
         raise RuntimeError(f"no migration scripts in {migrations_dir()}")
