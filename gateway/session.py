@@ -43,13 +43,23 @@ class Outbox:
     per wait: with a thousand sessions, every event wakes a thousand writers.
     """
 
-    __slots__ = ("_bytes", "_frames", "_waiter", "closing", "max_bytes", "max_frames", "ping_wanted")
+    __slots__ = (
+        "_bytes",
+        "_frames",
+        "_unfinished",
+        "_waiter",
+        "closing",
+        "max_bytes",
+        "max_frames",
+        "ping_wanted",
+    )
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self._frames: list[bytes] = []
         self._bytes = 0
+        self._unfinished = False  # _frames[0] is the unwritten rest of a direct write, maybe begun
         self._waiter: trio.lowlevel.Task | None = None
         self.closing: CloseRequest | None = None
         self.ping_wanted = False
@@ -69,6 +79,7 @@ class Outbox:
         """Return the unwritten tail of a direct write to the head of the queue."""
         self._frames.insert(0, data)
         self._bytes += len(data)
+        self._unfinished = True
 
     @property
     def writer_parked(self) -> bool:
@@ -78,8 +89,9 @@ class Outbox:
     def put_final(self, frames: list[bytes], request: CloseRequest, *, discard: bool) -> None:
         """Queue the last frames (past the bounds) and the close that follows them."""
         if discard:
-            self._frames.clear()
-            self._bytes = 0
+            # Except the rest of a frame already begun on the wire: cut, it would garble the stream.
+            self._frames = self._frames[:1] if self._unfinished else []
+            self._bytes = sum(map(len, self._frames))
         self._frames.extend(frames)
         self._bytes += sum(map(len, frames))
         self.closing = request
@@ -87,6 +99,7 @@ class Outbox:
 
     def take(self) -> list[bytes]:
         frames, self._frames, self._bytes = self._frames, [], 0
+        self._unfinished = False
         return frames
 
     def request_ping(self) -> None:
