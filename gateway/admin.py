@@ -212,7 +212,7 @@ def _publish_item(item: object, where: str) -> tuple[str, dict[str, Any]]:
     if set(item) != {"topic", "event"}:
         raise PublishError(f'{where} must have exactly the fields "topic" and "event"')
     topic, event = item["topic"], item["event"]
-    if topic not in PUBLISHABLE_TOPICS:
+    if not isinstance(topic, str) or topic not in PUBLISHABLE_TOPICS:  # a list would not even hash
         raise PublishError(f"{where}.topic must be one of: {', '.join(sorted(PUBLISHABLE_TOPICS))}")
     if not isinstance(event, dict):
         raise PublishError(f"{where}.event must be a JSON object")

@@ -119,7 +119,7 @@ class JwtResolver:
     ) -> None:
         self._keys: list[_Key] = []
         if secret:
-            self._keys.append(_Key(secret, HMAC_ALGORITHMS))
+            self._keys.append(_Key(secret, _hmac_algorithms(secret.encode())))
         if public_key_pem:
             self._keys.append(_pem_key(public_key_pem))
         if jwks_json:
@@ -203,6 +203,11 @@ class JwtResolver:
             raise AuthError(ErrorCode.TOKEN_INVALID, "token is malformed") from None
 
 
+def _hmac_algorithms(secret: bytes) -> frozenset[str]:
+    """The HMAC algorithms a secret covers: a key at least as long as the hash (RFC 7518 3.2)."""
+    return frozenset(alg for alg in HMAC_ALGORITHMS if len(secret) * 8 >= int(alg[2:]))
+
+
 def _pem_key(pem: bytes) -> _Key:
     try:
         key = load_pem_public_key(pem)
@@ -240,6 +245,8 @@ def _jwks_keys(jwks_json: str) -> list[_Key]:
         except jwt.PyJWKError as exc:
             raise ValueError(f"JWKS key {entry.get('kid')!r} is unusable: {exc}") from None
         allowed = _KTY_ALGORITHMS.get(jwk.key_type or "", frozenset())
+        if isinstance(jwk.key, bytes):  # an "oct" (HMAC) key
+            allowed = allowed & _hmac_algorithms(jwk.key)
         if "alg" in entry:
             allowed = allowed & {entry["alg"]}
         keys.append(_Key(jwk.key, frozenset(allowed), jwk.key_id))

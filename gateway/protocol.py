@@ -12,6 +12,7 @@ Errors form one small hierarchy::
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any, Final
@@ -147,12 +148,40 @@ def decode_frame(data: str | bytes, max_bytes: int) -> JsonObject:
         obj = json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"message is not valid JSON: {_short(exc)}") from None
+    if _SURROGATE_ESCAPE.search(data) and _has_lone_surrogate(obj):
+        # "\ud800" is valid JSON, but no UTF-8 text can hold the character it makes (RFC 8259 8.2):
+        # refused here, it cannot fail later when stored, hashed or sent back.
+        raise ProtocolError(
+            ErrorCode.BAD_JSON, "message holds an unpaired surrogate escape (\\ud800-\\udfff)"
+        )
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "message must be a JSON object")
     kind = obj.get("@type")
     if not isinstance(kind, str) or not kind:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, 'message needs a string "@type" field')
     return obj
+
+
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(obj: object) -> bool:
+    """True when a string (key or value) anywhere in a decoded JSON value is not valid Unicode text."""
+    pending = [obj]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def parse_session_command(obj: JsonObject) -> Subscribe | Unsubscribe | None:

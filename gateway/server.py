@@ -202,6 +202,7 @@ class WebSocketServer:
             return
         endpoint = ENDPOINT_PATHS[urlsplit(request.path).path]
         conn = await request.accept()
+        wsconn.answer_parse_failures(conn)
         session = self._new_session(endpoint, remote)
         session.direct_write = wsconn.direct_writer(conn, stream)
         session.flusher = self.flusher

@@ -15,12 +15,12 @@ them fails the suite instead of production.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import Ping
+from wsproto.events import CloseConnection, Event, Ping
 from wsproto.frame_protocol import FrameProtocol
 
 # Encodes complete server->client text frames. Stateless for complete messages (fin=True).
@@ -66,6 +66,30 @@ def direct_writer(conn: WebSocketConnection, stream: trio.abc.Stream) -> Callabl
             return 0
 
     return write
+
+
+def answer_parse_failures(conn: WebSocketConnection) -> None:
+    """Make a frame the peer got wrong close the connection with its code (1007, 1002), not 1006.
+
+    wsproto reports a frame it cannot parse (a text frame that is not UTF-8: 1007; a protocol
+    violation such as an unmasked frame: 1002) as a CloseConnection event while the connection is
+    still OPEN, for the application to send that close. trio-websocket only answers closes the peer
+    sent (state REMOTE_CLOSING) and drops the TCP connection without a close frame. Marking such an
+    event's connection REMOTE_CLOSING makes trio-websocket send the close with wsproto's code. Call
+    right after ``accept()``, before the reader task asks for events again.
+    """
+    wsproto = conn._wsproto
+    events = wsproto.events
+
+    def answered() -> Generator[Event, None, None]:
+        for event in events():
+            connection = wsproto.connection
+            # A close while still OPEN is a parse failure: the peer's own close moves the state.
+            if isinstance(event, CloseConnection) and connection and connection.state is ConnectionState.OPEN:
+                connection._state = ConnectionState.REMOTE_CLOSING
+            yield event
+
+    wsproto.events = answered  # type: ignore[method-assign]
 
 
 async def send_ping(conn: WebSocketConnection) -> trio.Event:

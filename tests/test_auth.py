@@ -16,11 +16,13 @@ from gateway.auth import Identity, JwtResolver, Workspace, identity_from_claims,
 from gateway.protocol import AuthError
 from tests.helpers import SECRET
 
+# Module-level for the parametrize tables below: tokens are built at collection time, so they get
+# a lifetime far beyond any suite's duration.
 NOW = time.time()
 
 
 def claims(**extra: Any) -> dict[str, Any]:
-    base = {"sub": "u-1", "name": "alice", "profile": "standard", "exp": NOW + 600}
+    base = {"sub": "u-1", "name": "alice", "profile": "standard", "exp": NOW + 86400}
     return {**base, **extra}
 
 
@@ -48,14 +50,14 @@ def test_auth_hs256_round_trip() -> None:
     assert identity.user == "alice"
     assert identity.sub == "u-1"
     assert identity.roles == ("r1", "r2")
-    assert identity.expires_at == pytest.approx(NOW + 600)
+    assert identity.expires_at == pytest.approx(NOW + 86400)
 
 
 @pytest.mark.parametrize(
     ("token_claims", "error"),
     [
         (claims(exp=NOW - 60), "token_expired"),
-        (claims(nbf=NOW + 600), "token_not_yet_valid"),
+        (claims(nbf=NOW + 86400), "token_not_yet_valid"),
         ({k: v for k, v in claims().items() if k != "exp"}, "token_claims"),
         (claims(name=""), "token_claims"),
         (claims(profile="root"), "token_claims"),
@@ -75,7 +77,7 @@ def test_auth_bad_claims_refused(token_claims: dict[str, Any], error: str) -> No
 
 
 def test_auth_leeway_tolerates_small_skew() -> None:
-    token = jwt.encode(claims(exp=NOW - 3), SECRET)
+    token = jwt.encode(claims(exp=time.time() - 3), SECRET)
     assert JwtResolver(secret=SECRET, leeway=5).verify(token).user == "alice"
 
 

@@ -17,6 +17,8 @@ def test_wsconn_internals_present() -> None:
         assert attribute in source, attribute
     assert callable(WebSocketConnection._send)
     assert callable(WebSocketConnection._abort_web_socket)
+    # answer_parse_failures() moves wsproto's connection state by hand.
+    assert "self._state" in inspect.getsource(Connection.__init__)
 
 
 def test_wsconn_text_frames_decode_as_separate_messages() -> None:

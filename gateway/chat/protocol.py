@@ -34,6 +34,7 @@ JOINABLE_TYPES: Final = frozenset({GLOBAL, WORKSPACE, USER, NODE})
 PING: Final = "PING"
 DEFAULT_PAGE: Final = 40
 MAX_PAGE: Final = 200
+MAX_CURSOR: Final = 2**63 - 1  # paging values reach SQL as 64-bit integers
 
 _TOP_FIELDS: Final = frozenset({"@type", "Room", "Message"})
 _ROOM_FIELDS: Final = {
@@ -204,8 +205,8 @@ def parse_page(message: MessageIn | None) -> Page:
         raise bad("HISTORY paging takes Offset, Limit, Before or After")
     values = {}
     for key, value in raw.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise bad(f"HISTORY {key} must be a non-negative integer")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_CURSOR:
+            raise bad(f"HISTORY {key} must be an integer from 0 to {MAX_CURSOR}")
         values[key] = value
     if sum(k in values for k in ("Offset", "Before", "After")) > 1:
         raise bad("HISTORY takes one of Offset, Before or After")

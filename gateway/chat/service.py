@@ -225,15 +225,19 @@ class ChatService:
             return
         grant = await check_room(identity, session.token, request.room, self.nodes)
         joined = self._joined.setdefault(session, {})
-        now = self.clock()
-        room = await self.store.find_or_create_room(
-            grant.type, grant.type_object, request.room.label, now=now
+        # Checked before the store is asked: a refused JOIN must not create a room either.
+        rejoin = any(
+            j.room.type == grant.type and j.room.type_object == grant.type_object for j in joined.values()
         )
-        if room.uuid not in joined and len(joined) >= self.settings.chat_max_rooms_per_session:
+        if not rejoin and len(joined) >= self.settings.chat_max_rooms_per_session:
             raise ProtocolError(
                 ErrorCode.TOO_MANY_ROOMS,
                 f"a session may join at most {self.settings.chat_max_rooms_per_session} rooms",
             )
+        now = self.clock()
+        room = await self.store.find_or_create_room(
+            grant.type, grant.type_object, request.room.label, now=now
+        )
         await self.store.touch_member(room.uuid, identity.user, now=now)
         entry = Joined(room, request.room, grant.can_post)
         if self.settings.chat_history_on_join:
