@@ -278,16 +278,23 @@ class AdminServer:
     async def _serve_http(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
+            # Only reading the request is time-boxed: a publish is bounded by publish_timeout,
+            # and must always get its answer (with the count published) once it has started.
+            received: Request | Response | None = None
             with trio.move_on_after(REQUEST_TIMEOUT):
-                response = await self._next_response(conn, stream)
-            if response is None:
-                return
+                received = await self._next_request(conn, stream)
+            if received is None:
+                return  # idle, too slow, or closed by the client
+            response = received if isinstance(received, Response) else await self._dispatch(received)
             await self._send(conn, stream, response)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
 
-    async def _next_response(self, conn: h11.Connection, stream: trio.SocketStream) -> Response | None:
+    async def _next_request(
+        self, conn: h11.Connection, stream: trio.SocketStream
+    ) -> Request | Response | None:
+        """The next request, an error response for a malformed or oversized one, or None at EOF."""
         try:
             head = await _next_event(conn, stream)
         except h11.RemoteProtocolError as exc:
@@ -302,8 +309,7 @@ class AdminServer:
         if body is None:
             return _too_large(self.settings.admin_max_body)
         target = head.target.decode("latin-1").split("?", 1)[0]
-        request = Request(head.method.decode("ascii", "replace"), target, headers, body)
-        return await self._dispatch(request)
+        return Request(head.method.decode("ascii", "replace"), target, headers, body)
 
     async def _dispatch(self, request: Request) -> Response:
         handler = self.routes.get((request.method, request.path))

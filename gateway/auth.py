@@ -40,10 +40,6 @@ class Workspace:
     permissions: str = "r"
 
     @property
-    def can_read(self) -> bool:
-        return "r" in self.permissions
-
-    @property
     def can_write(self) -> bool:
         return "w" in self.permissions
 

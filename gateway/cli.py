@@ -1,8 +1,12 @@
 """Command line: ``main(argv) -> int``; every subcommand is testable in process.
 
-gateway serve [--listen HOST:PORT] [--admin-listen HOST:PORT] [--config FILE] [--dev]
-gateway token --user NAME [--sub S] [--profile P] [--roles a,b] [--workspace UUID:SLUG:/root[:r|w|rw]]...
-gateway publish --topic T --event JSON|@file
+gateway serve [--listen HOST:PORT] [--admin-listen HOST:PORT] [--config FILE] [--bus URL]
+              [--db URL] [--log-level LEVEL] [--dev]
+gateway token --user NAME [--sub S] [--profile P] [--roles a,b]
+              [--workspace UUID:SLUG:/root[:r|w|rw]]... [--ttl SECONDS]
+gateway publish --topic T --event JSON|@file [--admin-url URL]
+gateway migrate [--db URL]
+gateway check-config [--config FILE]
 gateway --version
 """
 

@@ -18,6 +18,7 @@ from typing import Any, Final, get_type_hints
 
 ENV_PREFIX: Final = "GATEWAY_"
 MIN_SECRET_BYTES: Final = 32
+MAX_HISTORY_PAGE: Final = 200  # the most messages one HISTORY page may hold (gateway.chat.protocol)
 
 
 class ConfigError(Exception):
@@ -227,6 +228,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             f"jwt_secret must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 section 3.2); "
             "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    if settings.chat_history_page > MAX_HISTORY_PAGE:
+        raise ConfigError(
+            f"chat_history_page must be at most {MAX_HISTORY_PAGE}, got {settings.chat_history_page}"
         )
     if not settings.db_url.startswith(("sqlite:", "postgresql")):
         raise ConfigError(

@@ -1,7 +1,7 @@
 """Logging: one JSON object per line (for collectors), or plain text on a terminal.
 
-Tokens and secrets are never passed to the logger; ``tests/test_logs.py`` greps a run's logs to
-keep it that way.
+Tokens and secrets are never passed to the logger; ``tests/test_jwt_attacks.py`` greps a run's
+logs to keep it that way.
 """
 
 from __future__ import annotations

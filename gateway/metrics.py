@@ -40,8 +40,8 @@ class Metrics:
         )
         self.events_dropped = Counter(
             "gateway_events_dropped_total",
-            "Events or messages not delivered, by reason (bad_event, invalid_path, "
-            "slow_consumer, bus_disconnected, bus_overflow).",
+            "Events or messages not delivered, by reason (bad_event, route_error, "
+            "bus_disconnected, bus_overflow, bus_too_large).",
             ["topic", "reason"],
             registry=r,
         )

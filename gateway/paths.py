@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-PYDIO_HIDDEN_FILE = ".pydio"
-
 
 def normalize(path: str) -> str | None:
     """Return the normalised form of ``path``, or None if it is invalid."""

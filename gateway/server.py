@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from typing import Final, Protocol
@@ -99,6 +100,7 @@ class WebSocketServer:
         self._accepting: trio.CancelScope | None = None
         self._connections: trio.Nursery | None = None
         self._pending_handshakes = 0
+        self._pending_by_remote: Counter[str] = Counter()
         self.flusher = Flusher()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -142,7 +144,7 @@ class WebSocketServer:
         remote = remote or _remote_ip(stream)
         try:
             async with trio.open_nursery() as nursery:
-                request = await self._handshake(nursery, stream)
+                request = await self._handshake(nursery, stream, remote)
                 if request is not None:
                     await self._accept_or_refuse(request, remote, stream)
                 nursery.cancel_scope.cancel()  # stop trio-websocket's reader task
@@ -155,11 +157,19 @@ class WebSocketServer:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
 
-    async def _handshake(self, nursery: trio.Nursery, stream: trio.abc.Stream) -> WebSocketRequest | None:
-        if self._pending_handshakes >= self.settings.max_sessions:
+    async def _handshake(
+        self, nursery: trio.Nursery, stream: trio.abc.Stream, remote: str
+    ) -> WebSocketRequest | None:
+        # Connections still in their handshake are capped too, in all and per address, so one
+        # address cannot hold the listener with half-open handshakes.
+        if (
+            self._pending_handshakes >= self.settings.max_sessions
+            or self._pending_by_remote[remote] >= self.settings.max_sessions_per_ip
+        ):
             self.metrics.connections_refused.labels("handshake_backlog").inc()
             return None
         self._pending_handshakes += 1
+        self._pending_by_remote[remote] += 1
         try:
             with trio.move_on_after(self.settings.handshake_timeout):
                 return await wrap_server_stream(
@@ -172,6 +182,9 @@ class WebSocketServer:
             return None
         finally:
             self._pending_handshakes -= 1
+            self._pending_by_remote[remote] -= 1
+            if self._pending_by_remote[remote] <= 0:
+                del self._pending_by_remote[remote]
 
     def _refusal(self, request: WebSocketRequest, remote: str) -> Refusal | None:
         path = urlsplit(request.path).path
@@ -201,12 +214,18 @@ class WebSocketServer:
             await request.reject(refusal.status, extra_headers=headers, body=body)
             return
         endpoint = ENDPOINT_PATHS[urlsplit(request.path).path]
-        conn = await request.accept()
-        wsconn.answer_parse_failures(conn)
         session = self._new_session(endpoint, remote)
-        session.direct_write = wsconn.direct_writer(conn, stream)
-        session.flusher = self.flusher
-        await self._run_session(conn, session, self.handlers[endpoint])
+        # The session counts against the limits from now, before the accept's await: handshakes
+        # completing together cannot all pass the checks above.
+        self.hub.add(session)
+        try:
+            conn = await request.accept()
+            wsconn.answer_parse_failures(conn)
+            session.direct_write = wsconn.direct_writer(conn, stream)
+            session.flusher = self.flusher
+            await self._run_session(conn, session, self.handlers[endpoint])
+        finally:
+            self.hub.remove(session)
 
     def _new_session(self, endpoint: str, remote: str) -> Session:
         s = self.settings
@@ -235,12 +254,11 @@ class WebSocketServer:
     async def _run_session(
         self, conn: WebSocketConnection, session: Session, handler: EndpointHandler
     ) -> None:
-        self.hub.add(session)
         try:
             with trio.CancelScope() as scope:
                 session.cancel_scope = scope
-                if self.draining:
-                    session.close(CloseCode.GOING_AWAY, "server shutting down")
+                if self.draining:  # accepted while the drain began
+                    session.close(CloseCode.GOING_AWAY, "server shutting down", error=ErrorCode.SHUTTING_DOWN)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop, conn, session)
                     await self._read_loop(conn, session, handler)
@@ -248,7 +266,7 @@ class WebSocketServer:
                         nursery.cancel_scope.cancel()
         finally:
             self.hub.remove(session)
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
                 await handler.on_closed(session)
             if conn.closed is None:
                 await wsconn.abort(conn)
@@ -311,15 +329,20 @@ class WebSocketServer:
     async def _write_loop(self, conn: WebSocketConnection, session: Session) -> None:
         """Send whatever the session has queued, in one write per wake-up; then close if asked."""
         outbox = session.outbox
+        direct = session.direct_write
         try:
             while True:
                 await outbox.wait()
                 if outbox.ping_wanted:
-                    outbox.ping_wanted = False
                     session.pong = await wsconn.send_ping(conn)
+                    # Cleared only now: while the ping itself cannot be written, the keepalive
+                    # deadline keeps running (a peer that stopped reading is found in time).
+                    outbox.ping_wanted = False
                 frames = outbox.take()
                 if frames:
                     await wsconn.send_frames(conn, frames[0] if len(frames) == 1 else b"".join(frames))
+                elif direct is not None and direct.tail_pending:
+                    await wsconn.send_frames(conn, b"")  # the rest of a partial direct write
                 elif (closing := session.closing) is not None:
                     await conn.aclose(closing.code, closing.reason)
                     return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import trio
 
@@ -30,37 +30,62 @@ EVENTS: Final = "events"
 CHAT: Final = "chat"
 
 
+class DirectWrite(Protocol):
+    """What the Flusher needs from a socket (``gateway.wsconn.DirectWriter``)."""
+
+    @property
+    def tail_pending(self) -> bool: ...
+
+    def write(self, data: bytes) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CloseRequest:
     code: CloseCode
     reason: str
 
 
-class Outbox:
-    """Encoded frames waiting for the writer; bounded by frame count and by bytes.
+class _Parking:
+    """Where one task waits until woken: trio's low-level park, with no object made per wait.
 
-    The writer parks itself with trio's low-level primitives rather than a fresh ``trio.Event``
-    per wait: with a thousand sessions, every event wakes a thousand writers.
+    The writers of a thousand sessions may each wait and wake for every event.
     """
 
-    __slots__ = (
-        "_bytes",
-        "_frames",
-        "_unfinished",
-        "_waiter",
-        "closing",
-        "max_bytes",
-        "max_frames",
-        "ping_wanted",
-    )
+    __slots__ = ("_task",)
+
+    def __init__(self) -> None:
+        self._task: trio.lowlevel.Task | None = None
+
+    @property
+    def occupied(self) -> bool:
+        return self._task is not None
+
+    def wake(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            trio.lowlevel.reschedule(task)
+
+    async def park(self) -> None:
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class Outbox:
+    """Encoded frames waiting for the writer; bounded by frame count and by bytes."""
+
+    __slots__ = ("_bytes", "_frames", "_waiter", "closing", "max_bytes", "max_frames", "ping_wanted")
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self._frames: list[bytes] = []
         self._bytes = 0
-        self._unfinished = False  # _frames[0] is the unwritten rest of a direct write, maybe begun
-        self._waiter: trio.lowlevel.Task | None = None
+        self._waiter = _Parking()
         self.closing: CloseRequest | None = None
         self.ping_wanted = False
 
@@ -76,22 +101,20 @@ class Outbox:
         return True
 
     def put_back(self, data: bytes) -> None:
-        """Return the unwritten tail of a direct write to the head of the queue."""
+        """Return frames a direct write could not start to the head of the queue."""
         self._frames.insert(0, data)
         self._bytes += len(data)
-        self._unfinished = True
 
     @property
     def writer_parked(self) -> bool:
         """True while the writer waits with nothing in hand: nobody else is writing."""
-        return self._waiter is not None
+        return self._waiter.occupied
 
     def put_final(self, frames: list[bytes], request: CloseRequest, *, discard: bool) -> None:
         """Queue the last frames (past the bounds) and the close that follows them."""
-        if discard:
-            # Except the rest of a frame already begun on the wire: cut, it would garble the stream.
-            self._frames = self._frames[:1] if self._unfinished else []
-            self._bytes = sum(map(len, self._frames))
+        if discard:  # whole frames only: a half-written one is finished by the stream (wsconn)
+            self._frames.clear()
+            self._bytes = 0
         self._frames.extend(frames)
         self._bytes += sum(map(len, frames))
         self.closing = request
@@ -99,7 +122,6 @@ class Outbox:
 
     def take(self) -> list[bytes]:
         frames, self._frames, self._bytes = self._frames, [], 0
-        self._unfinished = False
         return frames
 
     def request_ping(self) -> None:
@@ -107,22 +129,14 @@ class Outbox:
         self.wake()
 
     def wake(self) -> None:
-        if self._waiter is not None:
-            task, self._waiter = self._waiter, None
-            trio.lowlevel.reschedule(task)
+        self._waiter.wake()
 
     async def wait(self) -> None:
         """Return once there is something to write, a ping or a close to perform (one waiter)."""
         if self._frames or self.closing is not None or self.ping_wanted:
             await trio.lowlevel.checkpoint()
             return
-        self._waiter = trio.lowlevel.current_task()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._waiter = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        await self._waiter.park()
 
 
 class RateLimiter:
@@ -155,24 +169,16 @@ class Flusher:
 
     def __init__(self) -> None:
         self._marked: dict[Session, None] = {}  # insertion-ordered set
-        self._waiter: trio.lowlevel.Task | None = None
+        self._waiter = _Parking()
 
     def mark(self, session: Session) -> None:
         self._marked[session] = None
-        if self._waiter is not None:
-            task, self._waiter = self._waiter, None
-            trio.lowlevel.reschedule(task)
+        self._waiter.wake()
 
     async def run(self) -> None:
         while True:
             if not self._marked:
-                self._waiter = trio.lowlevel.current_task()
-
-                def abort(_: object) -> trio.lowlevel.Abort:
-                    self._waiter = None
-                    return trio.lowlevel.Abort.SUCCEEDED
-
-                await trio.lowlevel.wait_task_rescheduled(abort)
+                await self._waiter.park()
             marked, self._marked = self._marked, {}
             for session in marked:
                 session.flush_now()
@@ -209,8 +215,8 @@ class Session:
         self.pong: trio.Event | None = None  # set by trio-websocket when the pong arrives
         self.pong_deadline = 0.0
         self.cancel_scope: trio.CancelScope | None = None
-        # Set for sessions on a real socket: a non-blocking write, and the task that calls it.
-        self.direct_write: Callable[[bytes], int] | None = None
+        # Set for sessions on a real socket: non-blocking writes, and the task that makes them.
+        self.direct_write: DirectWrite | None = None
         self.flusher: Flusher | None = None
         self._close_timeout = close_timeout
         self._on_close = on_close
@@ -248,10 +254,11 @@ class Session:
         if not frames:
             return
         data = frames[0] if len(frames) == 1 else b"".join(frames)
-        written = self.direct_write(data)
-        if written < len(data):
-            outbox.put_back(data[written:])
+        if not self.direct_write.write(data):
+            outbox.put_back(data)
             outbox.wake()
+        elif self.direct_write.tail_pending:
+            outbox.wake()  # the writer sends the rest, waiting for the socket
 
     def send_json(self, obj: JsonObject) -> None:
         self.send(text_frame(encode(obj)))

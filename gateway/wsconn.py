@@ -15,7 +15,7 @@ them fails the suite instead of production.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -44,28 +44,73 @@ async def send_frames(conn: WebSocketConnection, data: bytes) -> None:
             raise ConnectionClosed(conn.closed) from None
 
 
-def direct_writer(conn: WebSocketConnection, stream: trio.abc.Stream) -> Callable[[bytes], int] | None:
-    """A non-blocking write of framed bytes for the Flusher, or None when the stream is not a socket.
+class _TailFirst(trio.abc.Stream):
+    """The connection's stream once the Flusher writes to it directly.
 
-    Returns how many bytes the kernel took (0 when it takes none now, or when someone else is
-    writing, or the connection is closing); the caller leaves the rest to the writer task, which
-    goes through trio and so meets any error properly. Nothing awaits between the checks and the
-    write, so they cannot interleave with trio-websocket's own writes.
+    A direct write the kernel takes only part of leaves the rest of a frame here. Every later
+    write, whoever makes it (the session's writer, or trio-websocket answering a ping or a
+    close), sends that rest first, so nothing can land inside a half-written frame.
     """
-    if not isinstance(stream, trio.SocketStream):
-        return None
-    sock = stream.socket
 
-    def write(data: bytes) -> int:
-        fd = sock.fileno()
-        if fd < 0 or conn._stream_lock.locked() or conn._wsproto.state is not ConnectionState.OPEN:
-            return 0
+    def __init__(self, inner: trio.SocketStream) -> None:
+        self.inner = inner
+        self.tail = b""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.tail:
+            data, self.tail = self.tail + bytes(data), b""
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class DirectWriter:
+    """Non-blocking writes of framed bytes to a session's socket, for the Flusher.
+
+    Nothing awaits between the checks and the system call, so a direct write cannot interleave
+    with trio-websocket's own writes; whatever the kernel does not take at once stays with the
+    stream (see :class:`_TailFirst`) for the session's writer task to send.
+    """
+
+    def __init__(self, conn: WebSocketConnection, stream: trio.SocketStream) -> None:
+        self._conn = conn
+        self._socket = stream.socket
+        self._stream = _TailFirst(stream)
+        conn._stream = self._stream
+
+    @property
+    def tail_pending(self) -> bool:
+        return bool(self._stream.tail)
+
+    def write(self, data: bytes) -> bool:
+        """Hand ``data`` to the kernel: True if it now belongs to the stream (all of it written,
+        or the rest kept as the tail), False if nothing could be written (the caller keeps it)."""
+        conn = self._conn
+        fd = self._socket.fileno()
+        if fd < 0 or self._stream.tail or conn._stream_lock.locked():
+            return False
+        if conn._wsproto.state is not ConnectionState.OPEN:
+            return False
         try:
-            return os.write(fd, data)
+            written = os.write(fd, data)
         except OSError:  # EAGAIN, or a broken connection the writer task will report
-            return 0
+            return False
+        if written <= 0:
+            return False
+        self._stream.tail = data[written:]
+        return True
 
-    return write
+
+def direct_writer(conn: WebSocketConnection, stream: trio.abc.Stream) -> DirectWriter | None:
+    """A DirectWriter for a connection over a real socket (None for other streams, e.g. tests')."""
+    return DirectWriter(conn, stream) if isinstance(stream, trio.SocketStream) else None
 
 
 def answer_parse_failures(conn: WebSocketConnection) -> None:

@@ -172,6 +172,7 @@ class RawClient:
             pass
 
     def texts(self) -> list[dict[str, Any]]:
+        """The complete text messages received (assumes each arrived in one piece)."""
         from wsproto.events import TextMessage
 
         return [json.loads(e.data) for e in self.events if isinstance(e, TextMessage)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -132,3 +133,19 @@ def test_parse_publish_body_accepts_both_forms() -> None:
     assert parse_publish_body(single, 10) == [(TREE, event)]
     batch = json.dumps({"events": [{"topic": TREE, "event": event}] * 2}).encode()
     assert parse_publish_body(batch, 10) == [(TREE, event), (TREE, event)]
+
+
+async def test_admin_idle_connection_closed_quietly(
+    gateway: Gateway, autojump_clock: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A connection that sends nothing (a TCP probe, or a keep-alive client gone quiet after its
+    # first answer) is closed at the request timeout: no error, no answer replayed.
+    stream = await trio.open_tcp_stream("127.0.0.1", gateway.admin_port)
+    async with stream:
+        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        with trio.fail_after(60):
+            while chunk := await stream.receive_some(4096):
+                received += chunk
+    assert received.count(b"HTTP/1.1 200") == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from trio_websocket import WebSocketConnection
 
 from gateway.bus import CHAT_TOPIC
@@ -493,3 +494,120 @@ async def test_chat_post_during_join_arrives_exactly_once(
                 if "Message" in frame and "Author" in frame:
                     texts.append(frame["Message"])
     assert texts == ["old", "racing"]
+
+
+async def test_chat_edit_must_name_the_messages_own_room(harness: Harness) -> None:
+    # An edit is a POST: it passes the checks of the room it names, so naming another room (one
+    # where the author may post) must not reach a message of a room where they may not.
+    async with chatter(harness, "alice") as alice:
+        lobby = await alice.join(GLOBAL_ROOM)
+        original = await alice.post(lobby["Uuid"], "first words")
+        other = await alice.join({"Type": "GLOBAL", "RoomTypeObject": "elsewhere"})
+        await alice.send(
+            "POST", message={"RoomUuid": other["Uuid"], "Uuid": original["Uuid"], "Message": "moved?"}
+        )
+        assert (await alice.error())["error"] == "message_not_found"
+    history = await harness.gateway.store.latest(lobby["Uuid"], 0, 10)
+    assert [m.text for m in history] == ["first words"]
+
+
+async def test_chat_post_committed_after_its_session_ended_still_reaches_the_room(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = harness.gateway.store
+    original_post = store.post
+    release = trio.Event()
+
+    async def slow_post(*args: Any, **kwargs: Any) -> Any:
+        await release.wait()
+        return await original_post(*args, **kwargs)
+
+    async with chatter(harness, "bob") as bob:
+        async with chatter(harness, "alice") as alice:
+            room = await alice.join(GLOBAL_ROOM)
+            await bob.join(GLOBAL_ROOM)
+            await alice.recv()  # bob joined
+            monkeypatch.setattr(store, "post", slow_post)
+            await alice.send("POST", message={"RoomUuid": room["Uuid"], "Message": "important"})
+            await trio.testing.wait_all_tasks_blocked()
+            (session,) = [
+                s for s in harness.gateway.hub.sessions if s.identity and s.identity.user == "alice"
+            ]
+            assert session.cancel_scope is not None
+            session.cancel_scope.cancel()  # the session ends while its POST waits for the commit
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+        message = await bob.recv_until(lambda f: f.get("Author") == "alice")
+    assert message["Message"] == "important"
+
+
+async def test_chat_late_copy_of_a_post_shown_in_the_join_page_is_dropped(harness: Harness) -> None:
+    async with chatter(harness, "alice") as alice, chatter(harness, "bob") as bob:
+        room = await alice.join(GLOBAL_ROOM)
+        shown = await alice.post(room["Uuid"], "in the page")
+        await bob.join(GLOBAL_ROOM)
+        assert (await bob.recv())["Uuid"] == shown["Uuid"]  # from the history page
+        # The same post's bus copy arrives only now (a broker round trip): not shown twice.
+        late = {"kind": "message", "message": shown}
+        await harness.gateway.bus.publish(CHAT_TOPIC, json.dumps(late).encode())
+        await alice.send("POST", message={"RoomUuid": room["Uuid"], "Message": "after"})
+        assert (await bob.recv_until(lambda f: "Author" in f))["Message"] == "after"
+
+
+async def test_chat_resubscribe_without_the_workspace_leaves_its_room_and_says_so(harness: Harness) -> None:
+    async with chatter(harness, "alice") as alice:
+        room = await alice.join({"Type": "WORKSPACE", "RoomTypeObject": "ws-common"})
+        await alice.ws.send_message(json.dumps({"@type": "subscribe", "jwt": token("alice", workspaces=[])}))
+        notice = await alice.recv_until(lambda f: f.get("@type") == "error")
+        assert notice["error"] == "room_forbidden" and notice["RoomUuid"] == room["Uuid"]
+        await alice.send("POST", message={"RoomUuid": room["Uuid"], "Message": "still here?"})
+        assert (await alice.error())["error"] == "not_member"
+
+
+async def test_chat_join_by_room_uuid(harness: Harness) -> None:
+    async with (
+        chatter(harness, "alice") as alice,
+        chatter(harness, "bob") as bob,
+        chatter(harness, "carol") as carol,
+    ):
+        lobby = await alice.join(GLOBAL_ROOM)
+        assert (await bob.join({"Uuid": lobby["Uuid"]}))["Uuid"] == lobby["Uuid"]
+        assert (await alice.recv())["Room"]["Users"] == ["alice", "bob"]
+        private = await alice.join({"Type": "USER", "RoomTypeObject": "bob"})
+        assert (await bob.join({"Uuid": private["Uuid"]}))["RoomTypeObject"] == "alice"
+        await carol.send("JOIN", {"Uuid": private["Uuid"]})
+        assert (await carol.error())["error"] == "room_forbidden"
+        await carol.send("JOIN", {"Uuid": "no-such-room"})
+        assert (await carol.error())["error"] == "room_forbidden"
+
+
+async def test_chat_failed_join_leaves_the_session_outside(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.chat.store import StoreUnavailable
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("database is locked")
+
+    async with chatter(harness) as alice:
+        monkeypatch.setattr(harness.gateway.store, "members", broken)
+        await alice.send("JOIN", GLOBAL_ROOM)
+        assert (await alice.error())["error"] == "store_unavailable"
+        monkeypatch.undo()
+        room = await harness.gateway.store.find_or_create_room("GLOBAL", "lobby", "", now=0)
+        await alice.send("POST", message={"RoomUuid": room.uuid, "Message": "in?"})
+        assert (await alice.error())["error"] == "not_member"
+
+
+async def test_chat_post_rate_survives_a_reconnect(
+    nursery: trio.Nursery, chat_settings: Callable[..., Settings]
+) -> None:
+    harness = await Harness(nursery, chat_settings(chat_post_burst=2, chat_posts_per_second=0.001)).start()
+    async with chatter(harness) as alice:
+        room = await alice.join(GLOBAL_ROOM)
+        for i in range(2):
+            await alice.post(room["Uuid"], f"m{i}")
+    async with chatter(harness) as alice:
+        await alice.join(GLOBAL_ROOM)
+        await alice.send("POST", message={"RoomUuid": room["Uuid"], "Message": "fresh burst?"})
+        assert (await alice.error())["error"] == "post_rate_limited"

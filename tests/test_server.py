@@ -7,7 +7,7 @@ import json
 import pytest
 import trio
 import trio.testing
-from trio_websocket import ConnectionClosed
+from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from gateway.auth import mint_token
 from tests.helpers import TREE, Harness, RawClient, expect_nothing, make_settings, recv_json, token
@@ -305,3 +305,29 @@ async def test_handler_error_closes_only_that_session_1011(
         await harness.publish(TREE, tree_event("/ds/common/a.txt"))
         assert (await recv_json(bystander))["Target"]["Path"] == "common-files/a.txt"
     assert harness.gateway.metrics.registry.get_sample_value("gateway_handler_errors_total") == 1
+
+
+async def test_session_limit_holds_for_concurrent_handshakes(nursery: trio.Nursery) -> None:
+    # Handshakes that complete together must not all pass the per-address check before any of
+    # them is counted: with one session open and a limit of two, one of two more gets in.
+    harness = await Harness(nursery, make_settings(max_sessions_per_ip=2)).start()
+    outcomes: list[str] = []
+    release = trio.Event()
+
+    async def attempt() -> None:
+        try:
+            async with harness.connect(remote="10.9.9.9"):
+                outcomes.append("accepted")
+                await release.wait()
+        except* ConnectionRejected:
+            outcomes.append("refused")
+
+    async with harness.connect(remote="10.9.9.9"), trio.open_nursery() as clients:
+        for _ in range(2):
+            clients.start_soon(attempt)
+        with trio.fail_after(5):
+            while len(outcomes) < 2:
+                await trio.testing.wait_all_tasks_blocked()
+        assert sorted(outcomes) == ["accepted", "refused"]
+        assert harness.gateway.hub.count_from("10.9.9.9") == 2
+        release.set()

@@ -71,13 +71,23 @@ async def test_session_send_wakes_its_writer() -> None:
 
 
 class Recorder:
+    """A DirectWrite that takes ``accept`` bytes of each write and keeps the rest as the tail."""
+
     def __init__(self, accept: int) -> None:
         self.accept = accept
         self.writes: list[bytes] = []
+        self.tail = b""
 
-    def __call__(self, data: bytes) -> int:
-        self.writes.append(data)
-        return min(self.accept, len(data))
+    @property
+    def tail_pending(self) -> bool:
+        return bool(self.tail)
+
+    def write(self, data: bytes) -> bool:
+        if self.tail or self.accept == 0:
+            return False
+        self.writes.append(data[: self.accept])
+        self.tail = data[self.accept :]
+        return True
 
 
 async def test_flusher_writes_directly_and_leaves_the_rest_to_the_writer() -> None:
@@ -92,9 +102,14 @@ async def test_flusher_writes_directly_and_leaves_the_rest_to_the_writer() -> No
         session.send(b"abc")
         session.send(b"defgh")
         await trio.testing.wait_all_tasks_blocked()
-        assert recorder.writes == [b"abcdefgh"]  # one write for both frames
-        assert session.outbox.take() == [b"fgh"]  # the tail went back to the writer, which woke
-        assert not session.outbox.writer_parked
+        assert recorder.writes == [b"abcde"]  # one write for both frames
+        assert recorder.tail == b"fgh"  # the rest stays with the stream, ahead of any other write
+        assert session.outbox.take() == []
+        assert not session.outbox.writer_parked  # woken to send the rest
+        session.outbox.put(b"next")
+        session.flush_now()  # the writer is busy with the tail: no direct write now
+        assert recorder.writes == [b"abcde"]
+        assert session.outbox.take() == [b"next"]
         nursery.cancel_scope.cancel()
 
 

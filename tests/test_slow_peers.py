@@ -267,16 +267,27 @@ async def test_slow_peers_slow_consumer_close_never_cuts_a_frame_in_two(tmp_path
 
 async def test_slow_peers_overflow_keeps_the_rest_of_a_half_written_frame() -> None:
     """The same race step by step, in process: a direct write takes half of a frame, the queue
-    overflows before the writer task runs; what the writer then sends must finish that frame."""
+    overflows before the writer task runs; what is written next must finish that frame."""
     wire = bytearray()
 
-    def write_half(data: bytes) -> int:
-        wire.extend(data[: len(data) // 2])
-        return len(data) // 2
+    class HalfWriter:
+        """Takes half of each write; the rest stays with the stream, as gateway.wsconn does."""
+
+        tail = b""
+
+        @property
+        def tail_pending(self) -> bool:
+            return bool(self.tail)
+
+        def write(self, data: bytes) -> bool:
+            wire.extend(data[: len(data) // 2])
+            self.tail = data[len(data) // 2 :]
+            return True
 
     outbox = Outbox(max_frames=100, max_bytes=10_000)
     session = Session(EVENTS, "local", outbox, RateLimiter(1, 1, 0), close_timeout=5)
-    session.direct_write, session.flusher = write_half, Flusher()  # the test plays the flusher
+    writer = HalfWriter()
+    session.direct_write, session.flusher = writer, Flusher()  # the test plays the flusher
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(outbox.wait)  # the writer task, parked
@@ -285,7 +296,8 @@ async def test_slow_peers_overflow_keeps_the_rest_of_a_half_written_frame() -> N
             session.flush_now()
             for _ in range(4):
                 session.send(text_frame("y" * 3000))  # overflow: closed as a slow consumer
-            wire.extend(b"".join(outbox.take()))
+            # The stream sends its tail before anything else, then the writer's frames.
+            wire.extend(writer.tail + b"".join(outbox.take()))
     reader = FrameProtocol(client=True, extensions=[])
     reader.receive_bytes(bytes(wire))
     frames = [(frame.opcode, frame.payload) for frame in reader.received_frames()]

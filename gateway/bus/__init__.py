@@ -30,6 +30,17 @@ class BusError(Exception):
     """The bus could not take a message (disconnected, closed, or over a size limit)."""
 
 
+async def receive_batch(channel: trio.MemoryReceiveChannel[bytes], limit: int) -> list[bytes]:
+    """Wait for one message, then take up to ``limit`` in all without waiting again."""
+    batch = [await channel.receive()]
+    while len(batch) < limit:
+        try:
+            batch.append(channel.receive_nowait())
+        except trio.WouldBlock:
+            break
+    return batch
+
+
 class Subscription(Protocol):
     """Messages of one topic, in publish order, buffered in a bounded queue."""
 

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from gateway.bus import BusError
+from gateway.bus import BusError, receive_batch
 
 
 class MemorySubscription:
@@ -23,13 +23,7 @@ class MemorySubscription:
         self._send, self._receive = trio.open_memory_channel[bytes](size)
 
     async def receive_batch(self, limit: int) -> list[bytes]:
-        batch = [await self._receive.receive()]
-        while len(batch) < limit:
-            try:
-                batch.append(self._receive.receive_nowait())
-            except trio.WouldBlock:
-                break
-        return batch
+        return await receive_batch(self._receive, limit)
 
     def lag(self) -> int:
         return self._receive.statistics().current_buffer_used

@@ -42,7 +42,7 @@ from typing import Final, TypeVar
 import trio
 
 from gateway import __version__
-from gateway.bus import BusError
+from gateway.bus import BusError, receive_batch
 from gateway.bus.nats_protocol import (
     PING,
     PONG,
@@ -110,13 +110,7 @@ class NatsSubscription:
         self._lag = metrics.bus_lag.labels(topic)
 
     async def receive_batch(self, limit: int) -> list[bytes]:
-        batch = [await self._receive.receive()]
-        while len(batch) < limit:
-            try:
-                batch.append(self._receive.receive_nowait())
-            except trio.WouldBlock:
-                break
-        return batch
+        return await receive_batch(self._receive, limit)
 
     def lag(self) -> int:
         return self._receive.statistics().current_buffer_used

@@ -223,6 +223,20 @@ def _use_wal(cursor: Any, busy_timeout: float) -> None:
             time.sleep(0.01)
 
 
+PG_DEAD_PEER: Final = 15
+
+
+def _tcp_keepalive_args() -> dict[str, int]:
+    """libpq options that bound how long a dead server can keep a query waiting."""
+    return {
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": PG_DEAD_PEER * 1000,
+    }
+
+
 def _postgresql_engine(url: URL, role: Role, pool_size: int, busy_timeout: float) -> Engine:
     connect_args: dict[str, Any] = {}
     if "connect_timeout" not in url.query:
@@ -230,9 +244,15 @@ def _postgresql_engine(url: URL, role: Role, pool_size: int, busy_timeout: float
     if role == "migrate":
         # An upgrade waits for another instance's upgrade as long as that takes.
         return create_engine(url, poolclass=NullPool, connect_args=connect_args)
-    # Like SQLite's busy_timeout: a lock held elsewhere fails the batch instead of stalling the writer.
+    # Like SQLite's busy_timeout: a lock held elsewhere fails the batch instead of stalling the writer;
+    # and no statement runs longer than a few of those.
     options = url.query.get("options", "")
-    connect_args["options"] = f"{options} -c lock_timeout={int(busy_timeout * 1000)}".strip()
+    limits = f"-c lock_timeout={int(busy_timeout * 1000)} -c statement_timeout={int(busy_timeout * 3000)}"
+    connect_args["options"] = f"{options} {limits}".strip()
+    # A server that vanishes without closing the connection (a host down, a network cut) is noticed
+    # in about PG_DEAD_PEER seconds, not after the kernel's retransmission timeout of minutes.
+    for name, value in _tcp_keepalive_args().items():
+        connect_args.setdefault(name, value)
     # pre_ping replaces connections the server dropped (restart, failover) before they are used.
     return create_engine(
         url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True, connect_args=connect_args

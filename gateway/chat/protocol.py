@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.chat.store import MessageRecord, RoomRecord
+from gateway.config import MAX_HISTORY_PAGE
 from gateway.protocol import ErrorCode, JsonObject, ProtocolError
 
 JOIN: Final = "JOIN"
@@ -33,7 +34,7 @@ JOINABLE_TYPES: Final = frozenset({GLOBAL, WORKSPACE, USER, NODE})
 
 PING: Final = "PING"
 DEFAULT_PAGE: Final = 40
-MAX_PAGE: Final = 200
+MAX_PAGE: Final = MAX_HISTORY_PAGE
 MAX_CURSOR: Final = 2**63 - 1  # paging values reach SQL as 64-bit integers
 
 _TOP_FIELDS: Final = frozenset({"@type", "Room", "Message"})
@@ -274,7 +275,12 @@ def message_json(record: MessageRecord) -> JsonObject:
 
 
 def delete_frame(record: MessageRecord) -> JsonObject:
-    return {"@type": "DELETE_MSG", "Message": message_json(record)}
+    return delete_frame_json(message_json(record))
+
+
+def delete_frame_json(message: JsonObject) -> JsonObject:
+    """``{"@type": "DELETE_MSG", "Message": ChatMessage}``, the deleted message as sent."""
+    return {"@type": "DELETE_MSG", "Message": message}
 
 
 def may_have_more(room_uuid: str, page: Page, messages: Sequence[MessageRecord]) -> JsonObject:

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,7 +29,7 @@ import trio
 from gateway.auth import Identity
 from gateway.bus import CHAT_TOPIC, Bus, BusError
 from gateway.chat import protocol as chat
-from gateway.chat.access import NodeAccess, check_room
+from gateway.chat.access import Grant, NodeAccess, check_room
 from gateway.chat.protocol import ChatRequest, Page, RoomRef
 from gateway.chat.store import ChatStore, Forbidden, MessageRecord, NotFound, RoomRecord, StoreUnavailable
 from gateway.config import Settings
@@ -41,6 +41,10 @@ from gateway.wsconn import text_frame
 log = logging.getLogger("gateway.chat")
 
 SWEEP_INTERVAL: Final = 1.0
+# Longest a chat request may wait on the database (or the node check) before it is answered
+# store_unavailable: the session's reader must not stall behind a database that hangs.
+REQUEST_DEADLINE: Final = 15.0
+POST_LIMITERS: Final = 10000  # users whose post rate is remembered (least recently posting dropped)
 DEPARTURES_QUEUE: Final = 1024
 BUS_BATCH: Final = 256
 
@@ -82,6 +86,9 @@ class Joined:
     # While the JOIN's history page is read and sent, live frames wait here with the Seq of the
     # post they carry (None for anything else), so a post can't arrive both live and in the page.
     held: list[tuple[int | None, bytes]] | None = None
+    # The newest Seq that page showed: a post's live copy arriving later (over a broker, say) is
+    # dropped for good, not only while frames are held.
+    shown: int = 0
 
 
 class ChatService:
@@ -175,13 +182,18 @@ class ChatService:
     # -- EndpointHandler --------------------------------------------------------------------
 
     async def on_subscribed(self, session: Session, identity: Identity) -> None:
-        """On re-subscribe, keep only the rooms the new token still grants."""
+        """On re-subscribe, keep only the rooms the new token still grants, and say which went."""
         for room_uuid, joined in list(self._joined.get(session, {}).items()):
             try:
                 grant = await check_room(identity, session.token, joined.ref, self.nodes)
-            except ProtocolError:
+            except ProtocolError as err:
+                if err.code == ErrorCode.NODE_CHECK_UNAVAILABLE:
+                    continue  # nobody can tell now: keep the room until someone can
                 self._detach(session, room_uuid)
                 self._depart(room_uuid, identity.user)
+                session.fail(
+                    ErrorCode.ROOM_FORBIDDEN, f"you left the room: {err.message}", RoomUuid=room_uuid
+                )
             else:
                 joined.can_post = grant.can_post
 
@@ -190,10 +202,6 @@ class ChatService:
 
     async def on_closed(self, session: Session) -> None:
         self._leave_all(session)
-        if session.identity is not None and not any(
-            s.identity and s.identity.user == session.identity.user for s in self._joined
-        ):
-            self._post_limits.pop(session.identity.user, None)
 
     async def handle(self, session: Session, message: JsonObject) -> None:
         request = chat.parse_request(message)
@@ -207,7 +215,12 @@ class ChatService:
             chat.DELETE_MSG: self._delete,
         }[request.kind]
         try:
-            await handler(session, identity, request)
+            with trio.fail_after(REQUEST_DEADLINE):
+                await handler(session, identity, request)
+        except trio.TooSlowError:
+            raise ProtocolError(
+                ErrorCode.STORE_UNAVAILABLE, "the chat database did not answer in time", **_context(request)
+            ) from None
         except StoreUnavailable as exc:
             raise ProtocolError(
                 ErrorCode.STORE_UNAVAILABLE, f"chat history unavailable: {exc}", **_context(request)
@@ -223,9 +236,43 @@ class ChatService:
         if request.is_ping:
             await self._ping(session, identity, request.room)
             return
-        grant = await check_room(identity, session.token, request.room, self.nodes)
+        ref = await self._join_target(identity, request.room)
+        grant = await check_room(identity, session.token, ref, self.nodes)
+        rejoin = self._check_room_limit(session, grant)
+        now = self.clock()
+        room = await self.store.find_or_create_room(grant.type, grant.type_object, ref.label, now=now)
+        await self.store.touch_member(room.uuid, identity.user, now=now)
+        entry = Joined(room, ref, grant.can_post, held=[] if self.settings.chat_history_on_join else None)
+        self._attach(session, entry)
+        try:
+            users = await self._open_room(session, entry)
+        except BaseException:
+            if not rejoin:  # a JOIN that failed leaves the session outside the room
+                self._detach(session, room.uuid)
+            raise
+        await self._publish(
+            {"kind": "room", "room": _room_dict(room), "users": users, "skip": self._session_key(session)}
+        )
+
+    async def _join_target(self, identity: Identity, ref: RoomRef) -> RoomRef:
+        """The room a JOIN names: by Type and RoomTypeObject, or by the Uuid of a stored room."""
+        if ref.type_object or not ref.uuid:
+            return ref
+        room = await self.store.room(ref.uuid)
+        if room is None:
+            raise ProtocolError(ErrorCode.ROOM_FORBIDDEN, "no such room, or not yours")
+        type_object = room.type_object
+        if room.type == chat.USER:
+            pair = json.loads(room.type_object)
+            if identity.user not in pair:
+                raise ProtocolError(ErrorCode.ROOM_FORBIDDEN, "no such room, or not yours")
+            type_object = chat.user_room_peer(room.type_object, identity.user)
+        return RoomRef(None, room.type, type_object, ref.label or room.label)
+
+    def _check_room_limit(self, session: Session, grant: Grant) -> bool:
+        """Refuse a room over the per-session limit before the store is asked (no room created);
+        True if the session is already in the room."""
         joined = self._joined.setdefault(session, {})
-        # Checked before the store is asked: a refused JOIN must not create a room either.
         rejoin = any(
             j.room.type == grant.type and j.room.type_object == grant.type_object for j in joined.values()
         )
@@ -234,28 +281,22 @@ class ChatService:
                 ErrorCode.TOO_MANY_ROOMS,
                 f"a session may join at most {self.settings.chat_max_rooms_per_session} rooms",
             )
-        now = self.clock()
-        room = await self.store.find_or_create_room(
-            grant.type, grant.type_object, request.room.label, now=now
-        )
-        await self.store.touch_member(room.uuid, identity.user, now=now)
-        entry = Joined(room, request.room, grant.can_post)
-        if self.settings.chat_history_on_join:
-            entry.held = []
-        self._attach(session, entry)
-        shown = 0  # the newest Seq in the history page, if any
+        return rejoin
+
+    async def _open_room(self, session: Session, entry: Joined) -> list[str]:
+        """Send the joiner the ROOM_UPDATE (and the history page), then what arrived meanwhile."""
+        room, viewer = entry.room, session.identity.user if session.identity else ""
         try:
             users = await self.store.members(room.uuid)
-            if self.settings.chat_history_on_join:
+            if entry.held is not None:
                 page = Page(limit=self.settings.chat_history_page)
-                shown = max((r.seq for r in await self._send_history(session, room, users, page)), default=0)
+                records = await self._send_history(session, room, users, page)
+                entry.shown = max((r.seq for r in records), default=0)
             else:
-                session.send_json(chat.room_update(room, users, identity.user))
+                session.send_json(chat.room_update(room, users, viewer))
         finally:
-            _release_held(session, entry, shown)
-        await self._publish(
-            {"kind": "room", "room": _room_dict(room), "users": users, "skip": self._session_key(session)}
-        )
+            _release_held(session, entry)
+        return users
 
     async def _ping(self, session: Session, identity: Identity, ref: RoomRef) -> None:
         joined = self._find_joined(session, identity, ref)
@@ -284,21 +325,41 @@ class ChatService:
             raise ProtocolError(ErrorCode.READ_ONLY, "you can read this room but not post to it")
         text = self._clean_text(request.message.text)
         self._check_post_rate(identity.user)
-        if request.message.uuid:
-            record = await self._edit(identity, request.message.uuid, text)
-            await self._publish({"kind": "edit", "message": chat.message_json(record)})
-            return
-        record, created = await self.store.post(
-            room_uuid, identity.user, text, client_id=request.message.client_id, now=self.clock()
-        )
-        if not created:  # a retry of a POST already stored: acknowledge it to the sender only
-            session.send_json(chat.message_json(record))
-            return
-        await self._publish({"kind": "message", "message": chat.message_json(record)})
+        with self._write_then_share():
+            if request.message.uuid:
+                record = await self._edit(identity, room_uuid, request.message.uuid, text)
+                await self._publish({"kind": "edit", "message": chat.message_json(record)})
+                return
+            record, created = await self.store.post(
+                room_uuid, identity.user, text, client_id=request.message.client_id, now=self.clock()
+            )
+            if not created:  # a retry of a POST already stored: acknowledge it to the sender only
+                session.send_json(chat.message_json(record))
+                return
+            await self._publish({"kind": "message", "message": chat.message_json(record)})
 
-    async def _edit(self, identity: Identity, message_uuid: str, text: str) -> MessageRecord:
+    @contextlib.contextmanager
+    def _write_then_share(self) -> Iterator[None]:
+        """A write and the publish that shares it, shielded from the session's own end.
+
+        A session closed while its write waits for the commit (shutdown, a slow-consumer close)
+        must not leave a committed change unannounced to the room. Bounded all the same.
+        """
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + REQUEST_DEADLINE) as scope:
+            yield
+        if scope.cancelled_caught:
+            raise ProtocolError(
+                ErrorCode.STORE_UNAVAILABLE,
+                "the chat database did not answer in time; the change may still be stored "
+                "(a POST retried with its ClientMessageId is stored once)",
+            )
+
+    async def _edit(self, identity: Identity, room_uuid: str, message_uuid: str, text: str) -> MessageRecord:
+        """Edit a message of ``room_uuid`` (the room whose membership and rights were checked)."""
         try:
-            return await self.store.edit(message_uuid, identity.user, text, now=self.clock())
+            return await self.store.edit(
+                message_uuid, identity.user, text, now=self.clock(), room_uuid=room_uuid
+            )
         except NotFound:
             raise ProtocolError(ErrorCode.MESSAGE_NOT_FOUND, "no such message to edit") from None
         except Forbidden:
@@ -306,17 +367,18 @@ class ChatService:
 
     async def _delete(self, session: Session, identity: Identity, request: ChatRequest) -> None:
         assert request.message is not None and request.message.uuid is not None
-        try:
-            record = await self.store.delete(
-                request.message.uuid, identity.user, is_admin=identity.is_admin, now=self.clock()
-            )
-        except NotFound:
-            raise ProtocolError(ErrorCode.MESSAGE_NOT_FOUND, "no such message to delete") from None
-        except Forbidden:
-            raise ProtocolError(
-                ErrorCode.DELETE_FORBIDDEN, "only the author or an admin may delete a message"
-            ) from None
-        await self._publish({"kind": "delete", "message": chat.message_json(record)})
+        with self._write_then_share():
+            try:
+                record = await self.store.delete(
+                    request.message.uuid, identity.user, is_admin=identity.is_admin, now=self.clock()
+                )
+            except NotFound:
+                raise ProtocolError(ErrorCode.MESSAGE_NOT_FOUND, "no such message to delete") from None
+            except Forbidden:
+                raise ProtocolError(
+                    ErrorCode.DELETE_FORBIDDEN, "only the author or an admin may delete a message"
+                ) from None
+            await self._publish({"kind": "delete", "message": chat.message_json(record)})
 
     async def _history(self, session: Session, identity: Identity, request: ChatRequest) -> None:
         assert request.room is not None
@@ -357,11 +419,13 @@ class ChatService:
 
     def _check_post_rate(self, user: str) -> None:
         now = trio.current_time()
-        limiter = self._post_limits.get(user)
+        # Kept across reconnects (a new session must not bring a fresh burst), in a bounded LRU.
+        limiter = self._post_limits.pop(user, None)
         if limiter is None:
-            limiter = self._post_limits[user] = RateLimiter(
-                self.settings.chat_posts_per_second, self.settings.chat_post_burst, now
-            )
+            limiter = RateLimiter(self.settings.chat_posts_per_second, self.settings.chat_post_burst, now)
+        self._post_limits[user] = limiter
+        while len(self._post_limits) > POST_LIMITERS:
+            del self._post_limits[next(iter(self._post_limits))]
         if not limiter.allow(now):
             raise ProtocolError(ErrorCode.POST_RATE_LIMITED, "too many posts; slow down")
 
@@ -440,9 +504,9 @@ class ChatService:
                 self._fan_out(event["message"]["RoomUuid"], chat_frame(event["message"]))
             elif kind == "delete":
                 message = event["message"]
-                self._fan_out(message["RoomUuid"], chat_frame({"@type": "DELETE_MSG", "Message": message}))
+                self._fan_out(message["RoomUuid"], chat_frame(chat.delete_frame_json(message)))
             elif kind == "room":
-                room, users = _room_record(event["room"]), [str(u) for u in event["users"]]
+                room, users = _room_from_event(event["room"]), [str(u) for u in event["users"]]
                 self._fan_out_room(room, users, event.get("skip"))
                 self._check_left(room.uuid, users, event.get("left"))
             else:
@@ -478,20 +542,24 @@ class ChatService:
 
     def _send_or_hold(self, session: Session, room_uuid: str, frame: bytes, new_seq: int | None) -> None:
         joined = self._joined.get(session, {}).get(room_uuid)
-        if joined is None or joined.held is None:
+        if joined is None:
+            session.send(frame)
+        elif new_seq is not None and new_seq <= joined.shown:
+            pass  # the JOIN's history page already showed this post
+        elif joined.held is None:
             session.send(frame)
         elif len(joined.held) < self.settings.outbox_max_frames:
             joined.held.append((new_seq, frame))
         else:  # a history page that takes this long: stop holding, a duplicate is the lesser harm
-            _release_held(session, joined, 0)
+            _release_held(session, joined)
             session.send(frame)
 
 
-def _release_held(session: Session, joined: Joined, shown: int) -> None:
+def _release_held(session: Session, joined: Joined) -> None:
     """Send what arrived during the JOIN, minus the posts its history page already showed."""
     held, joined.held = joined.held or [], None
     for new_seq, frame in held:
-        if new_seq is None or new_seq > shown:
+        if new_seq is None or new_seq > joined.shown:
             session.send(frame)
 
 
@@ -514,7 +582,7 @@ def _room_event(room: RoomRecord, users: list[str], *, left: str | None) -> Json
     return {"kind": "room", "room": _room_dict(room), "users": users, "skip": None, "left": left}
 
 
-def _room_record(raw: dict[str, Any]) -> RoomRecord:
+def _room_from_event(raw: dict[str, Any]) -> RoomRecord:
     return RoomRecord(
         uuid=str(raw["uuid"]),
         type=str(raw["type"]),

@@ -339,6 +339,12 @@ class ChatStore:
         try:
             # Not abandoned on cancel: the callers must learn whether their batch committed.
             fault = await trio.to_thread.run_sync(self._apply_batch, batch)
+        except Exception:
+            # A bug, not a database fault: each caller already holds the error, and the writer
+            # goes on (ending it would take every chat write, and the process, down with it).
+            log.exception("chat store: a batch failed with an unexpected error")
+            self.failed_batches += 1
+            return
         finally:
             for request in batch:
                 request.done.set()
@@ -417,9 +423,17 @@ class ChatStore:
         and the stored record comes back unchanged (a client's retry is not a second message)."""
         return await self._write(_Post(room_uuid, author, text, client_id, now))
 
-    async def edit(self, message_uuid: str, editor: str, text: str, *, now: float) -> MessageRecord:
-        """Replace the text of a live message; only its author may. The old text goes to ``edits``."""
-        return await self._write(partial(_edit, message_uuid=message_uuid, editor=editor, text=text, now=now))
+    async def edit(
+        self, message_uuid: str, editor: str, text: str, *, now: float, room_uuid: str | None = None
+    ) -> MessageRecord:
+        """Replace the text of a live message; only its author may. The old text goes to ``edits``.
+
+        With ``room_uuid``, a message of another room is NotFound: an edit is a POST to a room,
+        and must pass that room's checks.
+        """
+        return await self._write(
+            partial(_edit, message_uuid=message_uuid, editor=editor, text=text, now=now, room_uuid=room_uuid)
+        )
 
     async def delete(self, message_uuid: str, user: str, *, is_admin: bool, now: float) -> MessageRecord:
         """Turn a message into a tombstone (no text, no edit history); its author or an admin may."""
@@ -834,8 +848,12 @@ def _live_message_for_update(connection: Connection, message_uuid: str) -> AnyRo
     return row
 
 
-def _edit(connection: Connection, message_uuid: str, editor: str, text: str, now: float) -> MessageRecord:
+def _edit(
+    connection: Connection, message_uuid: str, editor: str, text: str, now: float, room_uuid: str | None
+) -> MessageRecord:
     row = _live_message_for_update(connection, message_uuid)
+    if room_uuid is not None and row.room_uuid != room_uuid:
+        raise NotFound(f"no chat message {message_uuid!r} in room {room_uuid!r}")
     if row.author != editor:
         raise Forbidden("only the author of a message may edit it")
     before = _message_record(row, row.room_uuid)
