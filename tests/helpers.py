@@ -202,18 +202,25 @@ async def http_request(
         data += conn.send(h11.Data(data=body)) if body else b""
         data += conn.send(h11.EndOfMessage())
         await stream.send_all(data)
-        status, response_headers, parts = 0, {}, []
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                response_headers = {k.decode(): v.decode() for k, v in event.headers}
-            elif isinstance(event, h11.Data):
-                parts.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return status, response_headers, b"".join(parts)
+        return await read_response(conn, stream)
+
+
+async def read_response(conn: Any, stream: trio.abc.Stream) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP response with the h11 client connection ``conn``."""
+    import h11
+
+    status, headers, parts = 0, {}, []
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+            headers = {k.decode(): v.decode() for k, v in event.headers}
+        elif isinstance(event, h11.Data):
+            parts.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            return status, headers, b"".join(parts)
 
 
 async def admin_publish(port: int, body: Any, key: str = ADMIN_KEY) -> tuple[int, dict[str, Any]]:

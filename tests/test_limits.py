@@ -22,7 +22,7 @@ from trio_websocket import ConnectionRejected
 
 from gateway.app import Gateway
 from gateway.config import Settings
-from tests.helpers import ADMIN_KEY, TREE, Harness, make_settings, recv_json, token, ws_client
+from tests.helpers import ADMIN_KEY, TREE, Harness, make_settings, read_response, recv_json, token, ws_client
 
 ENDPOINTS = pytest.mark.parametrize("path", ["/ws", "/chat"])
 
@@ -158,18 +158,7 @@ async def raw_http(port: int, data: bytes, *, read_all: bool = True) -> tuple[in
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(data)
-        status, headers, body = 0, {}, b""
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                headers = {k.decode(): v.decode() for k, v in event.headers}
-            elif isinstance(event, h11.Data):
-                body += bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return status, headers, body
+        return await read_response(conn, stream)
 
 
 def publish_request(

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from bench.loadclient import client_frame  # the same masked client frames as the benchmark
 from tests.stressplan import IDM, STAMP_PREFIX, TASKS, Plan, Shape
 
 CONNECT_CONCURRENCY: Final = 64
@@ -44,21 +45,6 @@ MAX_EXAMPLES: Final = 10
 WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
 NO_STATUS, ABNORMAL = 1005, 1006
-
-
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One complete, masked client frame."""
-    size = len(payload)
-    if size < 126:
-        header = bytes((0x80 | opcode, 0x80 | size))
-    elif size < 1 << 16:
-        header = bytes((0x80 | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
-    else:
-        header = bytes((0x80 | opcode, 0x80 | 127)) + size.to_bytes(8, "big")
-    key = os.urandom(4)
-    mask = (key * (size // 4 + 1))[:size]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(size, "big")
-    return header + key + masked
 
 
 def next_frame(data: bytes, pos: int) -> tuple[int, int, int] | None:
