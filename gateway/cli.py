@@ -160,7 +160,7 @@ def _dev_settings(settings: Settings, out: TextIO) -> Settings:
     origins = settings.allowed_origins or DEV_ORIGINS
     print(
         "\n*** DEVELOPMENT MODE: keys generated for this run; never use them in production. ***\n"
-        "Playground (live events and chat in a browser): http://127.0.0.1:5051/\n"
+        f"Playground (live events and chat in a browser): {_admin_url(settings)}/\n"
         "To mint tokens and publish from another shell:\n"
         f"  export GATEWAY_JWT_SECRET={secret}\n"
         f"  export GATEWAY_ADMIN_KEY={admin_key}\n"
