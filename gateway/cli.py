@@ -34,7 +34,6 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 GIL_SWITCH_INTERVAL = 0.0005
-DEV_ORIGINS = ("http://127.0.0.1:5051", "http://localhost:5051", "http://[::1]:5051")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,7 +156,7 @@ def _dev_settings(settings: Settings, out: TextIO) -> Settings:
     """Fill in generated keys and local Origins, and say loudly that this is for development."""
     secret = settings.jwt_secret or secrets.token_urlsafe(32)
     admin_key = settings.admin_key or secrets.token_urlsafe(32)
-    origins = settings.allowed_origins or DEV_ORIGINS
+    origins = settings.allowed_origins or _dev_origins(settings)
     print(
         "\n*** DEVELOPMENT MODE: keys generated for this run; never use them in production. ***\n"
         f"Playground (live events and chat in a browser): {_admin_url(settings)}/\n"
@@ -286,6 +285,12 @@ def _event_argument(value: str) -> Any:
     if not isinstance(event, dict):
         raise CliError("--event must be a JSON object")
     return event
+
+
+def _dev_origins(settings: Settings) -> tuple[str, ...]:
+    """In development, the playground's own origins (the admin listener, by every loopback name)."""
+    _, port = config.parse_host_port(settings.admin_listen, "admin_listen")
+    return tuple(f"http://{host}:{port}" for host in ("127.0.0.1", "localhost", "[::1]"))
 
 
 def _admin_url(settings: Settings) -> str:

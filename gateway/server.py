@@ -256,7 +256,7 @@ class WebSocketServer:
     ) -> None:
         try:
             with trio.CancelScope() as scope:
-                session.cancel_scope = scope
+                session.attach_scope(scope)
                 if self.draining:  # accepted while the drain began
                     session.close(CloseCode.GOING_AWAY, "server shutting down", error=ErrorCode.SHUTTING_DOWN)
                 async with trio.open_nursery() as nursery:

@@ -225,6 +225,12 @@ class Session:
         user = self.identity.user if self.identity else "-"
         return f"<Session {self.id} {self.endpoint} {user}@{self.remote}>"
 
+    def attach_scope(self, scope: trio.CancelScope) -> None:
+        """The scope of the session's tasks; a close asked for before it existed gets its deadline."""
+        self.cancel_scope = scope
+        if self.outbox.closing is not None:
+            scope.deadline = min(scope.deadline, trio.current_time() + self._close_timeout)
+
     @property
     def closing(self) -> CloseRequest | None:
         return self.outbox.closing

@@ -597,6 +597,9 @@ async def test_chat_failed_join_leaves_the_session_outside(
         room = await harness.gateway.store.find_or_create_room("GLOBAL", "lobby", "", now=0)
         await alice.send("POST", message={"RoomUuid": room.uuid, "Message": "in?"})
         assert (await alice.error())["error"] == "not_member"
+        with trio.fail_after(5):  # nor is she listed as a member of it
+            while await harness.gateway.store.members(room.uuid) != []:
+                await trio.testing.wait_all_tasks_blocked()
 
 
 async def test_chat_post_rate_survives_a_reconnect(

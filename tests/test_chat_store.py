@@ -773,3 +773,21 @@ def test_migrations_dir_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 def test_migrate_head_constant_matches_the_scripts() -> None:
     # upgrade() skips Alembic for a database at HEAD_REVISION: a new script must move the constant.
     assert migrate.head() == migrate.HEAD_REVISION
+
+
+async def test_writer_survives_a_bug_in_one_batch(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/chat.db"
+    migrate.upgrade(url)
+    store = ChatStore(url)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+
+        def buggy(connection: object) -> None:
+            raise KeyError("a bug, not a database fault")
+
+        with pytest.raises(KeyError):
+            await store._write(buggy)
+        room = await store.find_or_create_room("GLOBAL", "after-the-bug", "", now=1.0)
+        record, created = await store.post(room.uuid, "alice", "still writing", client_id=None, now=2.0)
+        assert created and record.text == "still writing"
+        nursery.cancel_scope.cancel()

@@ -153,3 +153,14 @@ def test_cli_check_config_reports_problems(keys: None, tmp_path: Path) -> None:
     missing_key.write_text('jwt_public_key_file = "/nonexistent.pem"\n')
     code, _, err = run(["check-config", "--config", str(missing_key)])
     assert code == 2 and "cannot read /nonexistent.pem" in err
+
+
+def test_cli_dev_origins_follow_the_admin_listener(no_keys: None) -> None:
+    from gateway.cli import _dev_settings
+    from gateway.config import Settings
+
+    out = io.StringIO()
+    settings = _dev_settings(Settings(admin_listen="127.0.0.1:6061"), out)
+    assert "http://127.0.0.1:6061" in settings.allowed_origins
+    assert "http://localhost:6061" in settings.allowed_origins
+    assert "http://127.0.0.1:6061/" in out.getvalue()

@@ -331,3 +331,43 @@ async def test_session_limit_holds_for_concurrent_handshakes(nursery: trio.Nurse
         assert sorted(outcomes) == ["accepted", "refused"]
         assert harness.gateway.hub.count_from("10.9.9.9") == 2
         release.set()
+
+
+async def test_keepalive_closes_a_peer_that_cannot_even_take_the_ping(
+    nursery: trio.Nursery, autojump_clock: object
+) -> None:
+    harness = await Harness(nursery, make_settings(close_timeout=5)).start()
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    # Leaving the nursery waits for the connection: closed by keepalive, then aborted.
+    with trio.fail_after(60):
+        async with trio.open_nursery() as connection:
+            connection.start_soon(harness.gateway.websocket.serve_stream, server_stream, "stuck")
+            client = RawClient(client_stream)
+            await client.handshake()
+            await client.send_json({"@type": "subscribe", "jwt": token()})
+            while not client.texts():
+                await client.receive_some()
+            # From now on the client reads nothing: the keepalive ping itself cannot be written.
+    assert not harness.gateway.hub.sessions
+    closes = harness.gateway.metrics.registry.get_sample_value(
+        "gateway_session_closes_total", {"code": "4002"}
+    )
+    assert closes == 1
+
+
+async def test_pending_handshakes_capped_per_address(nursery: trio.Nursery) -> None:
+    harness = await Harness(nursery, make_settings(max_sessions_per_ip=1)).start()
+    async with trio.open_nursery() as connections:
+        _first_client, first_server = trio.testing.memory_stream_pair()
+        connections.start_soon(harness.gateway.websocket.serve_stream, first_server, "10.1.1.1")
+        await trio.testing.wait_all_tasks_blocked()  # the first sits in its handshake
+        second_client, second_server = trio.testing.memory_stream_pair()
+        connections.start_soon(harness.gateway.websocket.serve_stream, second_server, "10.1.1.1")
+        with trio.fail_after(5):
+            assert await second_client.receive_some() == b""  # closed at once
+        third_client, third_server = trio.testing.memory_stream_pair()
+        connections.start_soon(harness.gateway.websocket.serve_stream, third_server, "10.2.2.2")
+        await RawClient(third_client).handshake()  # another address is not affected
+        connections.cancel_scope.cancel()
+    metric = harness.gateway.metrics.registry.get_sample_value
+    assert metric("gateway_connections_refused_total", {"reason": "handshake_backlog"}) == 1

@@ -246,13 +246,16 @@ def _postgresql_engine(url: URL, role: Role, pool_size: int, busy_timeout: float
         return create_engine(url, poolclass=NullPool, connect_args=connect_args)
     # Like SQLite's busy_timeout: a lock held elsewhere fails the batch instead of stalling the writer;
     # and no statement runs longer than a few of those.
+    # The operator's own options come last, so their -c settings win.
     options = url.query.get("options", "")
     limits = f"-c lock_timeout={int(busy_timeout * 1000)} -c statement_timeout={int(busy_timeout * 3000)}"
-    connect_args["options"] = f"{options} {limits}".strip()
+    connect_args["options"] = f"{limits} {options}".strip()
     # A server that vanishes without closing the connection (a host down, a network cut) is noticed
     # in about PG_DEAD_PEER seconds, not after the kernel's retransmission timeout of minutes.
+    # Query parameters of the URL are left alone: connect_args would override them.
     for name, value in _tcp_keepalive_args().items():
-        connect_args.setdefault(name, value)
+        if name not in url.query:
+            connect_args[name] = value
     # pre_ping replaces connections the server dropped (restart, failover) before they are used.
     return create_engine(
         url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True, connect_args=connect_args

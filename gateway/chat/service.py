@@ -247,8 +247,9 @@ class ChatService:
         try:
             users = await self._open_room(session, entry)
         except BaseException:
-            if not rejoin:  # a JOIN that failed leaves the session outside the room
+            if not rejoin:  # a JOIN that failed leaves the session (and, if alone, the user) outside
                 self._detach(session, room.uuid)
+                self._depart(room.uuid, identity.user)
             raise
         await self._publish(
             {"kind": "room", "room": _room_dict(room), "users": users, "skip": self._session_key(session)}
@@ -286,16 +287,14 @@ class ChatService:
     async def _open_room(self, session: Session, entry: Joined) -> list[str]:
         """Send the joiner the ROOM_UPDATE (and the history page), then what arrived meanwhile."""
         room, viewer = entry.room, session.identity.user if session.identity else ""
-        try:
-            users = await self.store.members(room.uuid)
-            if entry.held is not None:
-                page = Page(limit=self.settings.chat_history_page)
-                records = await self._send_history(session, room, users, page)
-                entry.shown = max((r.seq for r in records), default=0)
-            else:
-                session.send_json(chat.room_update(room, users, viewer))
-        finally:
-            _release_held(session, entry)
+        users = await self.store.members(room.uuid)
+        if entry.held is not None:
+            page = Page(limit=self.settings.chat_history_page)
+            records = await self._send_history(session, room, users, page)
+            entry.shown = max((r.seq for r in records), default=0)
+        else:
+            session.send_json(chat.room_update(room, users, viewer))
+        _release_held(session, entry)  # (a JOIN that fails drops them with the room)
         return users
 
     async def _ping(self, session: Session, identity: Identity, ref: RoomRef) -> None:
