@@ -123,6 +123,15 @@ class Hub:
             found.update(self._resolve(audience))
         return found
 
+    def _snapshot(self, audiences: tuple[Audience, ...]) -> Iterable[Session]:
+        """The recipients as a copy: a send may close a slow consumer, which unindexes it.
+
+        Most deliveries have one audience: a list copy of its index, cheaper than a set union.
+        """
+        if len(audiences) == 1:
+            return list(self._resolve(audiences[0]))
+        return self.recipients(audiences)
+
     def _resolve(self, audience: Audience) -> Iterable[Session]:
         match audience:
             case ToUser(login):
@@ -144,7 +153,7 @@ class Hub:
         queued = 0
         for delivery in deliveries:
             frame: bytes | None = None
-            for session in self.recipients(delivery.audiences):
+            for session in self._snapshot(delivery.audiences):
                 identity = session.identity
                 if identity is None or (delivery.allow is not None and not delivery.allow(identity)):
                     continue
