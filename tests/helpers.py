@@ -248,3 +248,17 @@ async def ws_client(url: str) -> AsyncIterator[WebSocketConnection]:
     finally:
         if connection is not None:
             await trio.aclose_forcefully(connection._stream)
+
+
+def fixed_cases(examples: int) -> Any:
+    """Hypothesis settings for deterministic CI: fixed cases, no example database, no deadline."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from gateway.admin import PublishError, parse_publish_body
@@ -31,20 +31,13 @@ from gateway.protocol import (
     decode_frame,
     parse_session_command,
 )
+from tests.helpers import fixed_cases
 
 Json = dict[str, Any]
 LIMIT = 65536
 
 
-def fuzz(examples: int) -> Any:
-    return settings(
-        max_examples=examples,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-    )
+fuzz = fixed_cases
 
 
 # Text as it comes out of a UTF-8 text frame: any code point but a surrogate.

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.auth import PROFILES, Identity, identity_from_claims
@@ -44,6 +44,7 @@ from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.protocol import AuthError, CloseCode, ErrorCode, ProtocolError
 from gateway.session import CHAT, EVENTS, Outbox, RateLimiter, Session
+from tests.helpers import fixed_cases
 from tests.test_hub import payload
 
 Json = dict[str, Any]
@@ -53,16 +54,7 @@ SYSTEM_USER = "pydio.system.user"
 TREE_TOPICS = (TREE_TOPIC, META_TOPIC)
 
 
-def deterministic(examples: int) -> Any:
-    """Hypothesis settings for this file: fixed cases (no randomness, no example database)."""
-    return settings(
-        max_examples=examples,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-    )
+deterministic = fixed_cases
 
 
 # ---------------------------------------------------------------------------------------------
