@@ -49,7 +49,7 @@ from bench.report import (
     render,
 )
 from bench.workload import PUBLISH_PATH, WORKSPACE, publish_body
-from gateway.auth import mint_token
+from gateway.identity.mint import mint_token
 
 WARMUP_EVENTS: Final = 20
 DRAIN_LIMIT: Final = 30.0  # a phase gives up when delivery goes on this long after the last publish

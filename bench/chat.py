@@ -33,7 +33,7 @@ from bench import stats
 from bench.broadcast import gateway_argv
 from bench.loadclient import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WS_GUID, client_frame, frame_bounds
 from bench.processes import HOST, BenchError, CpuMeter, Server, ServerSpec
-from gateway.auth import mint_token
+from gateway.identity.mint import mint_token
 
 ROOM: Final = {"Type": "GLOBAL", "RoomTypeObject": "bench-room"}
 CONNECT_CONCURRENCY: Final = 32

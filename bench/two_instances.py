@@ -56,7 +56,7 @@ from bench.processes import (
     split,
 )
 from bench.workload import WORKSPACE
-from gateway.auth import mint_token
+from gateway.identity.mint import mint_token
 
 WARMUP_EVENTS: Final = 20
 DRAIN_LIMIT: Final = 30.0

@@ -23,12 +23,15 @@ from typing import Any, Final
 import h11
 import trio
 
-from gateway.auth import PROFILES, identity_from_claims, mint_token
-from gateway.bus import PUBLISHABLE_TOPICS, Bus, BusError
+from gateway.bus import Bus, BusError
 from gateway.config import ConfigError, Settings, parse_host_port
+from gateway.identity import PROFILES
+from gateway.identity.jwt import identity_from_claims
+from gateway.identity.mint import mint_token
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
 from gateway.protocol import AuthError
+from gateway.topics import PUBLISHABLE_TOPICS
 
 log = logging.getLogger("gateway.admin")
 

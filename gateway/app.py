@@ -19,7 +19,6 @@ import trio
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.admin import AdminServer
-from gateway.auth import JwtResolver, Resolver
 from gateway.bus import Bus
 from gateway.bus.memory import MemoryBus
 from gateway.bus.nats import NatsBus
@@ -30,6 +29,8 @@ from gateway.chat.store import ChatStore
 from gateway.config import ConfigError, Settings
 from gateway.dispatch import Dispatcher
 from gateway.hub import Hub
+from gateway.identity import Resolver
+from gateway.identity.jwt import JwtResolver
 from gateway.metrics import Metrics
 from gateway.server import EndpointHandler, EventsEndpoint, WebSocketServer
 from gateway.session import CHAT, EVENTS

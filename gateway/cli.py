@@ -25,9 +25,10 @@ from typing import Any, TextIO
 import trio
 
 from gateway import __version__, config, logs
-from gateway.auth import PROFILES, mint_token
-from gateway.bus import PUBLISHABLE_TOPICS
 from gateway.config import ConfigError, Settings
+from gateway.identity import PROFILES
+from gateway.identity.mint import mint_token
+from gateway.topics import PUBLISHABLE_TOPICS
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -14,13 +14,14 @@ from typing import Final
 
 import trio
 
-from gateway.bus import EVENT_TOPICS, TREE_TOPICS, Bus
+from gateway.bus import Bus
 from gateway.config import Settings
 from gateway.events import route
 from gateway.events.debounce import Debouncer
 from gateway.events.model import JsonObject
 from gateway.hub import Hub
 from gateway.metrics import Metrics
+from gateway.topics import EVENT_TOPICS, TREE_TOPICS
 
 log = logging.getLogger("gateway.dispatch")
 

@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from gateway.auth import Identity, Workspace
 from gateway.events.model import (
     Audience,
     Delivery,
@@ -23,6 +22,7 @@ from gateway.events.model import (
     ToWorkspace,
     ToWorkspaceUuid,
 )
+from gateway.identity import Identity, Workspace
 from gateway.metrics import Metrics
 from gateway.paths import ancestors_and_self
 from gateway.protocol import encode

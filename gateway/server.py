@@ -27,9 +27,9 @@ from trio_websocket import (
 )
 
 from gateway import wsconn
-from gateway.auth import Identity, Resolver
 from gateway.config import Settings, parse_host_port
 from gateway.hub import Hub
+from gateway.identity import Identity, Resolver
 from gateway.metrics import Metrics
 from gateway.protocol import (
     AuthError,

@@ -14,7 +14,7 @@ from typing import Any, Final, Protocol
 
 import trio
 
-from gateway.auth import Identity
+from gateway.identity import Identity
 from gateway.protocol import (
     CLOSE_CODE_FOR,
     CloseCode,

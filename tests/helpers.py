@@ -12,8 +12,8 @@ import trio.testing
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
 from gateway.app import Gateway, migrate_store
-from gateway.auth import mint_token
 from gateway.config import Settings
+from gateway.identity.mint import mint_token
 
 E = TypeVar("E", bound=BaseException)
 

@@ -12,7 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from gateway.auth import Identity, JwtResolver, Workspace, identity_from_claims, mint_token
+from gateway.identity import Identity, Workspace
+from gateway.identity.jwt import JwtResolver, identity_from_claims
+from gateway.identity.mint import mint_token
 from gateway.protocol import AuthError
 from tests.helpers import SECRET
 

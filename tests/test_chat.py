@@ -16,8 +16,8 @@ import trio
 import trio.testing
 from trio_websocket import WebSocketConnection
 
-from gateway.bus import CHAT_TOPIC
 from gateway.config import Settings
+from gateway.topics import CHAT_TOPIC
 from tests.helpers import COMMON, Harness, expect_nothing, make_settings, recv_json, token
 
 READ_ONLY_WS = {"uuid": "ws-ro", "slug": "read-only", "roots": ["/ds/ro"], "permissions": "r"}

@@ -20,7 +20,6 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from gateway.admin import PublishError, parse_publish_body
-from gateway.bus import PUBLISHABLE_TOPICS
 from gateway.chat import protocol as chat
 from gateway.protocol import (
     AuthError,
@@ -31,6 +30,7 @@ from gateway.protocol import (
     decode_frame,
     parse_session_command,
 )
+from gateway.topics import PUBLISHABLE_TOPICS
 from tests.helpers import fixed_cases
 
 Json = dict[str, Any]

@@ -15,8 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import hub as hub_module
-from gateway.auth import PROFILES, Identity, Workspace
-from gateway.bus import ACTIVITY_TOPIC, IDM_TOPIC, META_TOPIC, TASKS_TOPIC, TREE_TOPIC
 from gateway.events import messages_for, route
 from gateway.events.model import (
     Audience,
@@ -30,9 +28,11 @@ from gateway.events.model import (
     covering_from,
 )
 from gateway.hub import Hub
+from gateway.identity import PROFILES, Identity, Workspace
 from gateway.metrics import Metrics
 from gateway.protocol import CloseCode
 from gateway.session import CHAT, EVENTS, Outbox, RateLimiter, Session
+from gateway.topics import ACTIVITY_TOPIC, IDM_TOPIC, META_TOPIC, TASKS_TOPIC, TREE_TOPIC
 
 Json = dict[str, Any]
 

@@ -35,15 +35,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.auth import PROFILES, Identity, identity_from_claims
-from gateway.bus import ACTIVITY_TOPIC, IDM_TOPIC, META_TOPIC, TASKS_TOPIC, TREE_TOPIC
 from gateway.chat.access import Grant, check_room
 from gateway.chat.protocol import ANY, GLOBAL, NODE, USER, WORKSPACE, RoomRef, user_room_key, user_room_peer
 from gateway.events import route
 from gateway.hub import Hub
+from gateway.identity import PROFILES, Identity
+from gateway.identity.jwt import identity_from_claims
 from gateway.metrics import Metrics
 from gateway.protocol import AuthError, CloseCode, ErrorCode, ProtocolError
 from gateway.session import CHAT, EVENTS, Outbox, RateLimiter, Session
+from gateway.topics import ACTIVITY_TOPIC, IDM_TOPIC, META_TOPIC, TASKS_TOPIC, TREE_TOPIC
 from tests.helpers import fixed_cases
 from tests.test_hub import payload
 

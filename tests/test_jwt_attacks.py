@@ -160,7 +160,11 @@ RSA_ATTACKS: dict[str, Attack] = {
     "issued_in_the_future": (lambda k, a: rs256(k, claims(iat=int(time.time()) + 3600)),
                              "token_not_yet_valid", "not valid yet"),
     "no_exp": (lambda k, a: rs256(k, claims(exp=None)), "token_claims", "'exp'"),
-    "exp_not_a_number": (lambda k, a: rs256(k, claims(exp="tomorrow")), "token_invalid", "malformed"),
+    "exp_not_a_number": (lambda k, a: rs256(k, claims(exp="tomorrow")), "token_claims", "(exp)"),
+    # PyJWT accepts a numeric string; a session with it would never expire.
+    "exp_numeric_string": (lambda k, a: rs256(k, claims(exp=str(int(time.time()) + 3600))),
+                           "token_claims", "'exp'"),
+    "exp_beyond_any_clock": (lambda k, a: rs256(k, claims(exp=10**400)), "token_claims", "'exp'"),
     "no_name": (lambda k, a: rs256(k, claims(name=None)), "token_claims", "'name'"),
     "profile_escalation": (lambda k, a: rs256(k, claims(profile="root")), "token_claims", "'profile'"),
     "root_escape_in_workspaces": (

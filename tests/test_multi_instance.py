@@ -23,7 +23,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import WebSocketConnection
 
-from gateway.bus import CHAT_TOPIC
+from gateway.topics import CHAT_TOPIC
 from tests.helpers import COMMON, TASKS, TREE, admin_publish, http_request, recv_json, token, ws_client
 from tests.process import GatewayProcess, gateway_env, gateway_process
 from tests.servers import (

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import trio
 
-from gateway.bus import TASKS_TOPIC, TREE_TOPIC, BusError
+from gateway.bus import BusError
 from gateway.bus.nats import NatsBus, NatsSubscription
 from gateway.metrics import Metrics
+from gateway.topics import TASKS_TOPIC, TREE_TOPIC
 from tests.servers import (
     NatsServer,
     StartServer,

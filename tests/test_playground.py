@@ -16,7 +16,8 @@ import trio
 
 from gateway.admin import TOKEN_MAX_TTL, TokenRequestError, parse_token_body
 from gateway.app import Gateway
-from gateway.auth import JwtResolver, Workspace
+from gateway.identity import Workspace
+from gateway.identity.jwt import JwtResolver
 from tests.helpers import (
     ADMIN_KEY,
     COMMON,

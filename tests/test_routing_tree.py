@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from gateway.auth import Identity, Workspace
-from gateway.bus import META_TOPIC, TREE_TOPIC
 from gateway.events import messages_for, route
 from gateway.events.model import covering_from
+from gateway.identity import Identity, Workspace
+from gateway.topics import META_TOPIC, TREE_TOPIC
 
 COMMON = Workspace("ws-common", "common-files", ("ds/common",), "rw")
 WS_A = Workspace("ws-a", "a", ("ds/a",))

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from gateway.auth import mint_token
+from gateway.identity.mint import mint_token
 from tests.helpers import TREE, Harness, RawClient, expect_nothing, make_settings, recv_json, token
 
 

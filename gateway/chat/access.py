@@ -18,8 +18,8 @@ from typing import Final, Protocol
 from urllib.parse import quote
 
 from gateway import httpclient
-from gateway.auth import Identity
 from gateway.chat.protocol import GLOBAL, NODE, USER, WORKSPACE, RoomRef, user_room_key
+from gateway.identity import Identity
 from gateway.protocol import ErrorCode, ProtocolError
 
 CACHE_SIZE: Final = 10000

@@ -26,16 +26,17 @@ from typing import Any, Final
 import nh3
 import trio
 
-from gateway.auth import Identity
-from gateway.bus import CHAT_TOPIC, Bus, BusError
+from gateway.bus import Bus, BusError
 from gateway.chat import protocol as chat
 from gateway.chat.access import Grant, NodeAccess, check_room
 from gateway.chat.protocol import ChatRequest, Page, RoomRef
 from gateway.chat.store import ChatStore, Forbidden, MessageRecord, NotFound, RoomRecord, StoreUnavailable
 from gateway.config import Settings
+from gateway.identity import Identity
 from gateway.metrics import Metrics
 from gateway.protocol import ErrorCode, JsonObject, ProtocolError, encode
 from gateway.session import RateLimiter, Session
+from gateway.topics import CHAT_TOPIC
 from gateway.wsconn import text_frame
 
 log = logging.getLogger("gateway.chat")

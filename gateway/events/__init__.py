@@ -7,10 +7,10 @@ identity: it is the specification in code, used by the tests and checked against
 
 from __future__ import annotations
 
-from gateway.auth import Identity
-from gateway.bus import ACTIVITY_TOPIC, IDM_TOPIC, META_TOPIC, TASKS_TOPIC, TREE_TOPIC
 from gateway.events import activity, idm, tasks, tree
 from gateway.events.model import Covering, Delivery, JsonObject, covering_from
+from gateway.identity import Identity
+from gateway.topics import ACTIVITY_TOPIC, IDM_TOPIC, META_TOPIC, TASKS_TOPIC, TREE_TOPIC
 
 
 def route(topic: str, event: JsonObject, covering: Covering) -> list[Delivery]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.auth import Identity, Workspace
+from gateway.identity import Identity, Workspace
 from gateway.paths import ancestors_and_self
 
 JsonObject = dict[str, Any]

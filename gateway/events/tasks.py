@@ -7,8 +7,8 @@ recognises it.
 
 from __future__ import annotations
 
-from gateway.auth import SYSTEM_USER
 from gateway.events.model import Audience, Delivery, JsonObject, ToAdmins, ToUser
+from gateway.identity import SYSTEM_USER
 
 
 def route(event: JsonObject) -> list[Delivery]:

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from gateway import paths
-from gateway.auth import Identity, Workspace
 from gateway.events.model import Covering, Delivery, JsonObject, ToWorkspace
+from gateway.identity import Identity, Workspace
 
 CREATE: Final = "CREATE"
 READ: Final = "READ"

@@ -1,8 +1,8 @@
-"""Identity: who a session is and what it may see, resolved from the token it presents.
+"""``identity = "jwt"``: tokens verified locally with PyJWT, workspaces read from their claims.
 
-``Resolver.resolve(token) -> Identity`` is the one interface the rest of the gateway uses;
-:class:`JwtResolver` verifies JWTs locally with PyJWT. A later resolver may ask the platform's
-REST API about opaque tokens; nothing outside this module needs to know which one is configured.
+Keys: an HMAC secret, a PEM public key, a JWKS file (several keys chosen by ``kid``). Claims as the
+platform shapes them (``name`` = login, ``profile``, ``roles``), plus the gateway's ``workspaces``
+claim for standalone use (see DESIGN §2 and docs/PROTOCOL.md).
 """
 
 from __future__ import annotations
@@ -10,86 +10,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from dataclasses import dataclass
+from typing import Any, Final
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from gateway import paths
+from gateway.identity.model import PERMISSIONS, PROFILES, Identity, Workspace
 from gateway.protocol import AuthError, ErrorCode
-
-PROFILES: Final = ("anon", "shared", "standard", "admin")
-SYSTEM_USER: Final = "pydio.system.user"
 
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 RSA_ALGORITHMS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 EC_ALGORITHMS: Final = frozenset({"ES256", "ES384", "ES512"})
 OKP_ALGORITHMS: Final = frozenset({"EdDSA"})
-PERMISSIONS: Final = frozenset({"r", "w", "rw"})
-
-
-@dataclass(frozen=True, slots=True)
-class Workspace:
-    """A workspace as the session sees it; ``roots`` are normalised node paths."""
-
-    uuid: str
-    slug: str
-    roots: tuple[str, ...]
-    permissions: str = "r"
-
-    @property
-    def can_write(self) -> bool:
-        return "w" in self.permissions
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """The authenticated user behind a session."""
-
-    user: str
-    sub: str
-    profile: str = "standard"
-    roles: tuple[str, ...] = ()
-    workspaces: tuple[Workspace, ...] = ()
-    expires_at: float | None = None
-    email: str | None = None
-    display_name: str | None = None
-    group_path: str | None = None
-    policy_subjects: frozenset[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "policy_subjects", _policy_subjects(self))
-
-    @property
-    def is_admin(self) -> bool:
-        return self.profile == "admin"
-
-    def has_profile(self, minimum: str) -> bool:
-        """True when the session's profile is ``minimum`` or above (anon < shared < standard < admin)."""
-        return PROFILES.index(self.profile) >= PROFILES.index(minimum)
-
-    def workspace(self, uuid: str) -> Workspace | None:
-        return next((ws for ws in self.workspaces if ws.uuid == uuid), None)
-
-
-def _policy_subjects(identity: Identity) -> frozenset[str]:
-    """Subjects a resource policy may name to grant this user access, as the platform builds them.
-
-    Profiles are cumulative: an admin also matches ``profile:standard`` and below.
-    """
-    subjects = {"*", f"user:{identity.user}"}
-    rank = PROFILES.index(identity.profile)
-    subjects.update(f"profile:{p}" for p in PROFILES[: rank + 1])
-    subjects.update(f"role:{r}" for r in identity.roles)
-    return frozenset(subjects)
-
-
-class Resolver(Protocol):
-    """Turns a raw token into an Identity, or raises AuthError."""
-
-    async def resolve(self, token: str) -> Identity: ...
 
 
 @dataclass(frozen=True)
@@ -181,22 +116,33 @@ class JwtResolver:
                     "verify_iss": self._issuer is not None,
                 },
             )
-        except jwt.ExpiredSignatureError:
-            raise AuthError(ErrorCode.TOKEN_EXPIRED, "token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise AuthError(ErrorCode.TOKEN_NOT_YET_VALID, "token is not valid yet (nbf/iat)") from None
-        except jwt.InvalidAudienceError:
-            raise AuthError(ErrorCode.TOKEN_AUDIENCE, "token audience (aud) is not accepted") from None
-        except jwt.InvalidIssuerError:
-            raise AuthError(ErrorCode.TOKEN_ISSUER, "token issuer (iss) is not accepted") from None
         except jwt.MissingRequiredClaimError as exc:
             raise AuthError(ErrorCode.TOKEN_CLAIMS, f"token lacks the {exc.claim!r} claim") from None
-        except jwt.InvalidSignatureError:
-            raise AuthError(ErrorCode.TOKEN_INVALID, "token signature does not verify") from None
-        except jwt.InvalidKeyError:
-            raise AuthError(ErrorCode.TOKEN_ALGORITHM, "token algorithm does not fit the key") from None
-        except jwt.InvalidTokenError:
-            raise AuthError(ErrorCode.TOKEN_INVALID, "token is malformed") from None
+        except jwt.InvalidTokenError as exc:
+            code, message = _refusal(exc)
+            raise AuthError(code, message) from None
+        except (OverflowError, ValueError):  # a numeric claim no clock can hold (exp = 10**400)
+            raise AuthError(ErrorCode.TOKEN_CLAIMS, "token has a time claim out of range") from None
+
+
+# PyJWT's errors, most specific first (several derive from others), and what the client is told.
+_REFUSALS: Final[tuple[tuple[type[jwt.PyJWTError], ErrorCode, str], ...]] = (
+    (jwt.ExpiredSignatureError, ErrorCode.TOKEN_EXPIRED, "token has expired"),
+    (jwt.ImmatureSignatureError, ErrorCode.TOKEN_NOT_YET_VALID, "token is not valid yet (nbf/iat)"),
+    (jwt.InvalidAudienceError, ErrorCode.TOKEN_AUDIENCE, "token audience (aud) is not accepted"),
+    (jwt.InvalidIssuerError, ErrorCode.TOKEN_ISSUER, "token issuer (iss) is not accepted"),
+    (jwt.InvalidSignatureError, ErrorCode.TOKEN_INVALID, "token signature does not verify"),
+    (jwt.InvalidKeyError, ErrorCode.TOKEN_ALGORITHM, "token algorithm does not fit the key"),
+)
+
+
+def _refusal(exc: jwt.InvalidTokenError) -> tuple[ErrorCode, str]:
+    for kind, code, message in _REFUSALS:
+        if isinstance(exc, kind):
+            return code, message
+    if "must be an integer" in str(exc) or "must be a number" in str(exc):
+        return ErrorCode.TOKEN_CLAIMS, f"token claim malformed: {str(exc)[:80]}"
+    return ErrorCode.TOKEN_INVALID, "token is malformed"
 
 
 def _hmac_algorithms(secret: bytes) -> frozenset[str]:
@@ -264,18 +210,33 @@ def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
     profile = claims.get("profile", "anon")
     if profile not in PROFILES:
         raise AuthError(ErrorCode.TOKEN_CLAIMS, f"'profile' must be one of {', '.join(PROFILES)}")
-    exp = claims.get("exp")
     return Identity(
         user=user,
         sub=sub,
         profile=profile,
         roles=_roles(claims.get("roles")),
         workspaces=_workspaces(claims.get("workspaces")),
-        expires_at=float(exp) if isinstance(exp, int | float) else None,
+        expires_at=_expiry(claims.get("exp")),
         email=_optional_str(claims, "email"),
         display_name=_optional_str(claims, "displayName"),
         group_path=_optional_str(claims, "groupPath"),
     )
+
+
+# Year 9999: an ``exp`` past it is not a time any clock here can hold.
+MAX_EXPIRY: Final = 253402300799
+
+
+def _expiry(raw: object) -> float | None:
+    """``exp`` as a number of seconds: a numeric string or an absurd value is refused, not ignored.
+
+    (Verification requires ``exp``; claims checked without it, as some tests do, never expire.)
+    """
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw <= MAX_EXPIRY:
+        raise AuthError(ErrorCode.TOKEN_CLAIMS, "'exp' must be a number of seconds since the epoch")
+    return float(raw)
 
 
 def _roles(raw: object) -> tuple[str, ...]:
@@ -331,34 +292,3 @@ def _workspace(entry: object, index: int) -> Workspace:
 def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
     value = claims.get(name)
     return value if isinstance(value, str) else None
-
-
-def mint_token(
-    secret: str,
-    *,
-    user: str,
-    sub: str | None = None,
-    profile: str = "standard",
-    roles: Iterable[str] = (),
-    workspaces: Iterable[Mapping[str, Any]] = (),
-    ttl: float = 3600,
-    audience: str | None = None,
-    issuer: str | None = None,
-    now: float | None = None,
-) -> str:
-    """Sign an HS256 token the way the platform shapes its claims (for trials and tests)."""
-    issued = int(time.time() if now is None else now)
-    claims: dict[str, Any] = {
-        "sub": sub or user,
-        "name": user,
-        "profile": profile,
-        "roles": ",".join(roles),
-        "workspaces": [dict(ws) for ws in workspaces],
-        "iat": issued,
-        "exp": issued + int(ttl),
-    }
-    if audience:
-        claims["aud"] = audience
-    if issuer:
-        claims["iss"] = issuer
-    return jwt.encode(claims, secret, algorithm="HS256")

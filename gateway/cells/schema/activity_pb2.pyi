@@ -1,0 +1,283 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ObjectType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BaseObject: _ClassVar[ObjectType]
+    Activity: _ClassVar[ObjectType]
+    Application: _ClassVar[ObjectType]
+    Group: _ClassVar[ObjectType]
+    Organization: _ClassVar[ObjectType]
+    Person: _ClassVar[ObjectType]
+    Service: _ClassVar[ObjectType]
+    Article: _ClassVar[ObjectType]
+    Audio: _ClassVar[ObjectType]
+    Document: _ClassVar[ObjectType]
+    Event: _ClassVar[ObjectType]
+    Image: _ClassVar[ObjectType]
+    Note: _ClassVar[ObjectType]
+    Page: _ClassVar[ObjectType]
+    Place: _ClassVar[ObjectType]
+    Profile: _ClassVar[ObjectType]
+    Relationship: _ClassVar[ObjectType]
+    Tombstone: _ClassVar[ObjectType]
+    Video: _ClassVar[ObjectType]
+    Accept: _ClassVar[ObjectType]
+    Add: _ClassVar[ObjectType]
+    Announce: _ClassVar[ObjectType]
+    Arrive: _ClassVar[ObjectType]
+    Block: _ClassVar[ObjectType]
+    Create: _ClassVar[ObjectType]
+    Delete: _ClassVar[ObjectType]
+    Dislike: _ClassVar[ObjectType]
+    Flag: _ClassVar[ObjectType]
+    Follow: _ClassVar[ObjectType]
+    Ignore: _ClassVar[ObjectType]
+    Invite: _ClassVar[ObjectType]
+    Join: _ClassVar[ObjectType]
+    Leave: _ClassVar[ObjectType]
+    Like: _ClassVar[ObjectType]
+    Listen: _ClassVar[ObjectType]
+    Move: _ClassVar[ObjectType]
+    Offer: _ClassVar[ObjectType]
+    Question: _ClassVar[ObjectType]
+    Reject: _ClassVar[ObjectType]
+    Read: _ClassVar[ObjectType]
+    Remove: _ClassVar[ObjectType]
+    TentativeReject: _ClassVar[ObjectType]
+    TentativeAccept: _ClassVar[ObjectType]
+    Travel: _ClassVar[ObjectType]
+    Undo: _ClassVar[ObjectType]
+    Update: _ClassVar[ObjectType]
+    View: _ClassVar[ObjectType]
+    Link: _ClassVar[ObjectType]
+    Mention: _ClassVar[ObjectType]
+    Collection: _ClassVar[ObjectType]
+    OrderedCollection: _ClassVar[ObjectType]
+    CollectionPage: _ClassVar[ObjectType]
+    OrderedCollectionPage: _ClassVar[ObjectType]
+    Workspace: _ClassVar[ObjectType]
+    Digest: _ClassVar[ObjectType]
+    Folder: _ClassVar[ObjectType]
+    Cell: _ClassVar[ObjectType]
+    Share: _ClassVar[ObjectType]
+    UpdateComment: _ClassVar[ObjectType]
+    UpdateMeta: _ClassVar[ObjectType]
+
+class OwnerType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NODE: _ClassVar[OwnerType]
+    USER: _ClassVar[OwnerType]
+BaseObject: ObjectType
+Activity: ObjectType
+Application: ObjectType
+Group: ObjectType
+Organization: ObjectType
+Person: ObjectType
+Service: ObjectType
+Article: ObjectType
+Audio: ObjectType
+Document: ObjectType
+Event: ObjectType
+Image: ObjectType
+Note: ObjectType
+Page: ObjectType
+Place: ObjectType
+Profile: ObjectType
+Relationship: ObjectType
+Tombstone: ObjectType
+Video: ObjectType
+Accept: ObjectType
+Add: ObjectType
+Announce: ObjectType
+Arrive: ObjectType
+Block: ObjectType
+Create: ObjectType
+Delete: ObjectType
+Dislike: ObjectType
+Flag: ObjectType
+Follow: ObjectType
+Ignore: ObjectType
+Invite: ObjectType
+Join: ObjectType
+Leave: ObjectType
+Like: ObjectType
+Listen: ObjectType
+Move: ObjectType
+Offer: ObjectType
+Question: ObjectType
+Reject: ObjectType
+Read: ObjectType
+Remove: ObjectType
+TentativeReject: ObjectType
+TentativeAccept: ObjectType
+Travel: ObjectType
+Undo: ObjectType
+Update: ObjectType
+View: ObjectType
+Link: ObjectType
+Mention: ObjectType
+Collection: ObjectType
+OrderedCollection: ObjectType
+CollectionPage: ObjectType
+OrderedCollectionPage: ObjectType
+Workspace: ObjectType
+Digest: ObjectType
+Folder: ObjectType
+Cell: ObjectType
+Share: ObjectType
+UpdateComment: ObjectType
+UpdateMeta: ObjectType
+NODE: OwnerType
+USER: OwnerType
+
+class Object(_message.Message):
+    __slots__ = ("jsonLdContext", "type", "id", "name", "summary", "markdown", "context", "attachment", "attributedTo", "audience", "content", "startTime", "endTime", "published", "updated", "duration", "url", "mediaType", "icon", "image", "preview", "location", "inReplyTo", "replies", "tag", "generator", "to", "bto", "cc", "bcc", "actor", "object", "target", "result", "origin", "instrument", "href", "rel", "hreflang", "height", "width", "oneOf", "anyOf", "closed", "subject", "relationship", "formerType", "deleted", "accuracy", "altitude", "latitude", "longitude", "radius", "units", "items", "totalItems", "current", "first", "last", "partOf", "next", "prev")
+    JSONLDCONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    MARKDOWN_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENT_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTEDTO_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    STARTTIME_FIELD_NUMBER: _ClassVar[int]
+    ENDTIME_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    MEDIATYPE_FIELD_NUMBER: _ClassVar[int]
+    ICON_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    INREPLYTO_FIELD_NUMBER: _ClassVar[int]
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    BTO_FIELD_NUMBER: _ClassVar[int]
+    CC_FIELD_NUMBER: _ClassVar[int]
+    BCC_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    INSTRUMENT_FIELD_NUMBER: _ClassVar[int]
+    HREF_FIELD_NUMBER: _ClassVar[int]
+    REL_FIELD_NUMBER: _ClassVar[int]
+    HREFLANG_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    ONEOF_FIELD_NUMBER: _ClassVar[int]
+    ANYOF_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    RELATIONSHIP_FIELD_NUMBER: _ClassVar[int]
+    FORMERTYPE_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    ALTITUDE_FIELD_NUMBER: _ClassVar[int]
+    LATITUDE_FIELD_NUMBER: _ClassVar[int]
+    LONGITUDE_FIELD_NUMBER: _ClassVar[int]
+    RADIUS_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    TOTALITEMS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    PARTOF_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    PREV_FIELD_NUMBER: _ClassVar[int]
+    jsonLdContext: str
+    type: ObjectType
+    id: str
+    name: str
+    summary: str
+    markdown: str
+    context: Object
+    attachment: Object
+    attributedTo: Object
+    audience: Object
+    content: Object
+    startTime: _timestamp_pb2.Timestamp
+    endTime: _timestamp_pb2.Timestamp
+    published: _timestamp_pb2.Timestamp
+    updated: _timestamp_pb2.Timestamp
+    duration: _timestamp_pb2.Timestamp
+    url: Object
+    mediaType: str
+    icon: Object
+    image: Object
+    preview: Object
+    location: Object
+    inReplyTo: Object
+    replies: Object
+    tag: Object
+    generator: Object
+    to: Object
+    bto: Object
+    cc: Object
+    bcc: Object
+    actor: Object
+    object: Object
+    target: Object
+    result: Object
+    origin: Object
+    instrument: Object
+    href: str
+    rel: str
+    hreflang: str
+    height: int
+    width: int
+    oneOf: Object
+    anyOf: Object
+    closed: _timestamp_pb2.Timestamp
+    subject: Object
+    relationship: Object
+    formerType: ObjectType
+    deleted: _timestamp_pb2.Timestamp
+    accuracy: float
+    altitude: float
+    latitude: float
+    longitude: float
+    radius: float
+    units: str
+    items: _containers.RepeatedCompositeFieldContainer[Object]
+    totalItems: int
+    current: Object
+    first: Object
+    last: Object
+    partOf: Object
+    next: Object
+    prev: Object
+    def __init__(self, jsonLdContext: _Optional[str] = ..., type: _Optional[_Union[ObjectType, str]] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., summary: _Optional[str] = ..., markdown: _Optional[str] = ..., context: _Optional[_Union[Object, _Mapping]] = ..., attachment: _Optional[_Union[Object, _Mapping]] = ..., attributedTo: _Optional[_Union[Object, _Mapping]] = ..., audience: _Optional[_Union[Object, _Mapping]] = ..., content: _Optional[_Union[Object, _Mapping]] = ..., startTime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., endTime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., published: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., url: _Optional[_Union[Object, _Mapping]] = ..., mediaType: _Optional[str] = ..., icon: _Optional[_Union[Object, _Mapping]] = ..., image: _Optional[_Union[Object, _Mapping]] = ..., preview: _Optional[_Union[Object, _Mapping]] = ..., location: _Optional[_Union[Object, _Mapping]] = ..., inReplyTo: _Optional[_Union[Object, _Mapping]] = ..., replies: _Optional[_Union[Object, _Mapping]] = ..., tag: _Optional[_Union[Object, _Mapping]] = ..., generator: _Optional[_Union[Object, _Mapping]] = ..., to: _Optional[_Union[Object, _Mapping]] = ..., bto: _Optional[_Union[Object, _Mapping]] = ..., cc: _Optional[_Union[Object, _Mapping]] = ..., bcc: _Optional[_Union[Object, _Mapping]] = ..., actor: _Optional[_Union[Object, _Mapping]] = ..., object: _Optional[_Union[Object, _Mapping]] = ..., target: _Optional[_Union[Object, _Mapping]] = ..., result: _Optional[_Union[Object, _Mapping]] = ..., origin: _Optional[_Union[Object, _Mapping]] = ..., instrument: _Optional[_Union[Object, _Mapping]] = ..., href: _Optional[str] = ..., rel: _Optional[str] = ..., hreflang: _Optional[str] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., oneOf: _Optional[_Union[Object, _Mapping]] = ..., anyOf: _Optional[_Union[Object, _Mapping]] = ..., closed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subject: _Optional[_Union[Object, _Mapping]] = ..., relationship: _Optional[_Union[Object, _Mapping]] = ..., formerType: _Optional[_Union[ObjectType, str]] = ..., deleted: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., accuracy: _Optional[float] = ..., altitude: _Optional[float] = ..., latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., radius: _Optional[float] = ..., units: _Optional[str] = ..., items: _Optional[_Iterable[_Union[Object, _Mapping]]] = ..., totalItems: _Optional[int] = ..., current: _Optional[_Union[Object, _Mapping]] = ..., first: _Optional[_Union[Object, _Mapping]] = ..., last: _Optional[_Union[Object, _Mapping]] = ..., partOf: _Optional[_Union[Object, _Mapping]] = ..., next: _Optional[_Union[Object, _Mapping]] = ..., prev: _Optional[_Union[Object, _Mapping]] = ...) -> None: ...
+
+class PostActivityEvent(_message.Message):
+    __slots__ = ("jsonType", "OwnerType", "OwnerId", "BoxName", "Activity")
+    JSONTYPE_FIELD_NUMBER: _ClassVar[int]
+    OWNERTYPE_FIELD_NUMBER: _ClassVar[int]
+    OWNERID_FIELD_NUMBER: _ClassVar[int]
+    BOXNAME_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    jsonType: str
+    OwnerType: OwnerType
+    OwnerId: str
+    BoxName: str
+    Activity: Object
+    def __init__(self, jsonType: _Optional[str] = ..., OwnerType: _Optional[_Union[OwnerType, str]] = ..., OwnerId: _Optional[str] = ..., BoxName: _Optional[str] = ..., Activity: _Optional[_Union[Object, _Mapping]] = ...) -> None: ...
