@@ -148,7 +148,7 @@ class Member(asyncio.Protocol):
 
     async def join(self) -> None:
         await asyncio.wait_for(self.upgraded, STEP_TIMEOUT)
-        self.send_json({"@type": "subscribe", "jwt": self.token})
+        self.send_json({"@type": "subscribe", "ack": True, "jwt": self.token})
         self.send_json({"@type": "JOIN", "Room": ROOM})
         await asyncio.wait_for(self.joined, STEP_TIMEOUT)
 

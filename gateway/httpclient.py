@@ -1,96 +1,93 @@
-"""A minimal HTTP/1.1 client on trio + h11 for the gateway's few outbound calls.
+"""Outbound HTTP to the platform (Cells' REST API, node-access checks), on httpx.
 
-One request per connection, a deadline on the whole exchange and a cap on the response body:
-enough for the node-access callback, without pulling an HTTP client stack into the binary.
+One pooled client per purpose: keep-alive connections (a reconnect storm resolves thousands of
+tokens, each in a few calls), TLS with an optional CA bundle, a timeout on every phase, no
+redirects (a redirect of an API call is a misconfiguration to report, not to follow), and a cap
+on the body read. Every failure to get an answer is one exception, :class:`HttpError`.
 """
 
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
-from typing import Final
-from urllib.parse import urlsplit
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
 
-import h11
+import httpx
 import trio
 
-MAX_BODY: Final = 64 * 1024
+from gateway import __version__
+
+MAX_BODY: Final = 8 * 1024 * 1024
+USER_AGENT: Final = f"cells-ws-gateway/{__version__}"
 
 
 class HttpError(Exception):
-    """The request could not be completed (connection, TLS, timeout, protocol or size)."""
+    """No answer: connection, TLS, timeout, protocol, or a body over the cap."""
 
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
     status: int
     body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
-async def request(
-    method: str,
-    url: str,
-    *,
-    headers: dict[str, str] | None = None,
-    body: bytes = b"",
-    deadline: float = 5.0,
-    ssl_context: ssl.SSLContext | None = None,
-) -> HttpResponse:
-    """Send one request and read the whole response, within ``deadline`` seconds."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise HttpError(f"unsupported URL {url!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    all_headers = {
-        "host": parts.netloc,
-        "connection": "close",
-        "user-agent": "cells-ws-gateway",
-        "content-length": str(len(body)),
-        **(headers or {}),
-    }
-    with trio.move_on_after(deadline) as scope:
-        try:
-            stream = await _connect(parts.hostname, port, parts.scheme == "https", ssl_context)
-            async with stream:
-                return await _exchange(stream, method, target, all_headers, body)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError) as exc:
-            raise HttpError(f"{method} {parts.netloc}: {exc}") from None
-    assert scope.cancelled_caught
-    raise HttpError(f"{method} {parts.netloc}: no answer within {deadline:g} s")
+class HttpClient:
+    """A pool of connections for one kind of outbound call. Close it with :meth:`aclose`."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        ca_file: str | None = None,
+        max_connections: int = 64,
+        max_body: int = MAX_BODY,
+    ) -> None:
+        self.timeout = timeout
+        self.max_body = max_body
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            verify=verify,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={"user-agent": USER_AGENT},
+        )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        token: str | None = None,
+        json_body: Any = None,
+    ) -> HttpResponse:
+        """Send one request and read the whole answer within ``timeout``; HttpError if none came."""
+        headers = {"authorization": f"Bearer {token}"} if token is not None else {}
+        with trio.move_on_after(self.timeout) as scope:
+            try:
+                async with self._client.stream(method, url, headers=headers, json=json_body) as response:
+                    body = await self._read(response)
+                    return HttpResponse(response.status_code, body, dict(response.headers))
+            except httpx.HTTPError as exc:
+                raise HttpError(f"{method} {_where(url)}: {exc.__class__.__name__}: {exc}"[:300]) from None
+        assert scope.cancelled_caught
+        raise HttpError(f"{method} {_where(url)}: no answer within {self.timeout:g} s")
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_body:
+                raise HttpError(f"response body over {self.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
-async def _connect(host: str, port: int, tls: bool, context: ssl.SSLContext | None) -> trio.abc.Stream:
-    stream = await trio.open_tcp_stream(host, port)
-    if not tls:
-        return stream
-    secure = trio.SSLStream(stream, context or ssl.create_default_context(), server_hostname=host)
-    await secure.do_handshake()
-    return secure
-
-
-async def _exchange(
-    stream: trio.abc.Stream, method: str, target: str, headers: dict[str, str], body: bytes
-) -> HttpResponse:
-    conn = h11.Connection(h11.CLIENT)
-    data = conn.send(h11.Request(method=method, target=target, headers=list(headers.items())))
-    if body:
-        data += conn.send(h11.Data(data=body))
-    data += conn.send(h11.EndOfMessage())
-    await stream.send_all(data)
-    status, chunks, size = 0, [], 0
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(bytes(await stream.receive_some(16384)))
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            size += len(event.data)
-            if size > MAX_BODY:
-                raise HttpError(f"response body over {MAX_BODY} bytes")
-            chunks.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            return HttpResponse(status, b"".join(chunks))
-        elif isinstance(event, h11.ConnectionClosed):
-            raise HttpError("connection closed before the response ended")
+def _where(url: str) -> str:
+    """The URL without its query (which never holds secrets here, but may be long)."""
+    return httpx.URL(url).copy_with(query=None).__str__()[:200]

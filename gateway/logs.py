@@ -51,3 +51,22 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     # keep them quiet unless asked for.
     logging.getLogger("trio-websocket").setLevel(max(root.level, logging.INFO))
     logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
+
+
+class Throttle:
+    """At most one log line per key per ``interval`` seconds (the caller passes the time)."""
+
+    MAX_KEYS = 1024
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def allow(self, key: str, now: float) -> bool:
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            return False
+        if len(self._last) >= self.MAX_KEYS:
+            self._last.clear()
+        self._last[key] = now
+        return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final, Protocol
 
 import trio
@@ -92,6 +92,37 @@ class Metrics:
             "Unexpected errors caught in a connection handler (each closed one session only).",
             registry=r,
         )
+        self.cells_requests = Counter(
+            "gateway_cells_requests_total",
+            "Calls to Cells' REST API (identity, node checks), by call and outcome "
+            "(2xx, 4xx, 5xx, no_answer, bad_shape).",
+            ["call", "outcome"],
+            registry=r,
+        )
+        self.identity_cache = Counter(
+            "gateway_identity_cache_total",
+            "Token resolutions answered from the identity cache (hit) or by a lookup (miss).",
+            ["result"],
+            registry=r,
+        )
+        self.cached = Gauge("gateway_cache_entries", "Entries held by each cache.", ["cache"], registry=r)
+        self.cells_unplaced_denies = Counter(
+            "gateway_cells_unplaced_denies_total",
+            "Deny ACLs whose folder could not be placed (their workspaces hidden instead), each once.",
+            registry=r,
+        )
+        self.access_refreshes = Counter(
+            "gateway_access_refreshes_total",
+            "Sessions whose access was recomputed after an identity event, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.chat_refusals = Counter(
+            "gateway_chat_refusals_total",
+            "Chat requests refused without an error frame (subscribed without ack), by error code.",
+            ["error"],
+            registry=r,
+        )
         # Debug gauges, computed at scrape time: the stress suite compares them before and after a run
         # to find leaked tasks and sockets.
         self.trio_tasks = Gauge("gateway_trio_tasks", "Trio tasks alive in the process.", registry=r)
@@ -100,6 +131,10 @@ class Metrics:
             "gateway_open_fds", "File descriptors open in the process (NaN without /proc).", registry=r
         )
         self.open_fds.set_function(count_open_fds)
+
+    def watch_cache(self, name: str, size: Callable[[], float]) -> None:
+        """Export a cache's size, read at scrape time."""
+        self.cached.labels(name).set_function(size)
 
     def watch_store(self, store: StoreCounters) -> None:
         """Export the chat store's own counters, read at scrape time."""

@@ -6,7 +6,8 @@ code it writes is defined in this module, and ``docs/PROTOCOL.md`` documents the
 Errors form one small hierarchy::
 
     ProtocolError            a client message or token was refused; carries an ErrorCode
-     └── AuthError           the token was refused (always closes with 4001)
+     ├── AuthError           the token was refused (always closes with 4001)
+     └── PlatformUnavailable the platform could not resolve the token now (closes with 1013)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any, Final
+from typing import Any, Final, Self
 
 JsonObject = dict[str, Any]
 
@@ -29,6 +30,7 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008  # inbound rate limit exceeded
     MESSAGE_TOO_BIG = 1009  # inbound frame over the configured size limit
     INTERNAL_ERROR = 1011  # a bug on our side; the session is closed, the server goes on
+    TRY_AGAIN_LATER = 1013  # the platform could not tell who the token belongs to; retry
     UNAUTHORIZED = 4001  # token missing, invalid or expired; or no subscribe in time
     PING_TIMEOUT = 4002  # no pong to the server's keepalive ping in time
     FORBIDDEN = 4003  # valid token, but this action is not allowed (e.g. another user)
@@ -51,6 +53,7 @@ class ErrorCode(StrEnum):
     TOKEN_ISSUER = "token_issuer"
     TOKEN_KEY_UNKNOWN = "token_key_unknown"
     TOKEN_CLAIMS = "token_claims"
+    PLATFORM_UNAVAILABLE = "platform_unavailable"
     SUBSCRIBE_TIMEOUT = "subscribe_timeout"
     IDENTITY_CHANGED = "identity_changed"
     MESSAGE_TOO_BIG = "message_too_big"
@@ -64,7 +67,6 @@ class ErrorCode(StrEnum):
     UNKNOWN_ROOM_TYPE = "unknown_room_type"
     ROOM_FORBIDDEN = "room_forbidden"
     NOT_MEMBER = "not_member"
-    READ_ONLY = "read_only"
     TOO_MANY_ROOMS = "too_many_rooms"
     MESSAGE_TOO_LONG = "message_too_long"
     MESSAGE_NOT_FOUND = "message_not_found"
@@ -87,6 +89,7 @@ CLOSE_CODE_FOR: Final[dict[ErrorCode, CloseCode]] = {
     ErrorCode.TOKEN_ISSUER: CloseCode.UNAUTHORIZED,
     ErrorCode.TOKEN_KEY_UNKNOWN: CloseCode.UNAUTHORIZED,
     ErrorCode.TOKEN_CLAIMS: CloseCode.UNAUTHORIZED,
+    ErrorCode.PLATFORM_UNAVAILABLE: CloseCode.TRY_AGAIN_LATER,
     ErrorCode.SUBSCRIBE_TIMEOUT: CloseCode.UNAUTHORIZED,
     ErrorCode.IDENTITY_CHANGED: CloseCode.FORBIDDEN,
     ErrorCode.MESSAGE_TOO_BIG: CloseCode.MESSAGE_TOO_BIG,
@@ -113,9 +116,24 @@ class ProtocolError(Exception):
         """The close code that must follow the error frame, or None if the session goes on."""
         return CLOSE_CODE_FOR.get(self.code)
 
+    def fresh(self) -> Self:
+        """A new exception like this one: one refusal shared by several waiting tasks is raised in
+        each as its own object (an exception object raised in two tasks mixes their tracebacks)."""
+        clone = self.__class__.__new__(self.__class__)
+        Exception.__init__(clone, *self.args)
+        clone.__dict__.update(self.__dict__)
+        return clone
+
 
 class AuthError(ProtocolError):
     """The token was refused."""
+
+
+class PlatformUnavailable(ProtocolError):
+    """The platform that resolves tokens did not answer usefully; the client should retry later."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.PLATFORM_UNAVAILABLE, message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +200,15 @@ def _has_lone_surrogate(obj: object) -> bool:
         elif isinstance(item, list):
             pending.extend(item)
     return False
+
+
+def wants_acknowledgements(obj: JsonObject) -> bool:
+    """A subscribe with ``"ack": true``: on the chat socket, reply ``subscribed`` and error frames.
+
+    Cells' chat client takes any frame it does not know for a room message, so by default the chat
+    socket sends only chat frames (and the close code of an error that ends the session).
+    """
+    return obj.get("@type") in SUBSCRIBE_TYPES and obj.get("ack") is True
 
 
 def parse_session_command(obj: JsonObject) -> Subscribe | Unsubscribe | None:

@@ -29,13 +29,16 @@ from trio_websocket import (
 from gateway import wsconn
 from gateway.config import Settings, parse_host_port
 from gateway.hub import Hub
-from gateway.identity import Identity, Resolver
+from gateway.identity import Identity
+from gateway.identity.resolver import Resolver
 from gateway.metrics import Metrics
 from gateway.protocol import (
+    SUBSCRIBE_TYPES,
     AuthError,
     CloseCode,
     ErrorCode,
     JsonObject,
+    PlatformUnavailable,
     ProtocolError,
     Subscribe,
     Unsubscribe,
@@ -43,6 +46,7 @@ from gateway.protocol import (
     parse_session_command,
     subscribed_frame,
     unsubscribed_frame,
+    wants_acknowledgements,
 )
 from gateway.session import CHAT, EVENTS, CloseRequest, Flusher, Outbox, RateLimiter, Session
 
@@ -240,7 +244,12 @@ class WebSocketServer:
         )
         session.auth_deadline = now + s.subscribe_timeout
         session.next_ping = now + s.ping_interval
+        session.on_quiet_refusal = self._quiet_refusal
         return session
+
+    def _quiet_refusal(self, session: Session, code: ErrorCode, message: str) -> None:
+        self.metrics.chat_refusals.labels(str(code)).inc()
+        log.debug("refused a request of %r without an error frame (no ack): %s: %s", session, code, message)
 
     def _on_session_close(self, session: Session, request: CloseRequest) -> None:
         self.hub.stop_delivering(session)
@@ -292,6 +301,8 @@ class WebSocketServer:
             return
         try:
             message = decode_frame(data, self.settings.max_message_bytes)
+            if session.endpoint == CHAT and message["@type"] in SUBSCRIBE_TYPES:
+                session.errors_visible = wants_acknowledgements(message)
             command = parse_session_command(message)
             if isinstance(command, Subscribe):
                 await self._subscribe(session, handler, command)
@@ -301,7 +312,7 @@ class WebSocketServer:
                 raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, "send a subscribe message with a token first")
             else:
                 await handler.handle(session, message)
-        except AuthError as err:
+        except (AuthError, PlatformUnavailable) as err:
             self.metrics.auth_failures.labels(str(err.code)).inc()
             session.fail(err.code, err.message)
         except ProtocolError as err:
@@ -313,18 +324,27 @@ class WebSocketServer:
             raise ProtocolError(ErrorCode.IDENTITY_CHANGED, "a session cannot change user; reconnect instead")
         session.auth_deadline = None
         session.token = command.token
-        session.token_deadline = _token_deadline(identity, self.settings.jwt_leeway)
+        expiry = identity.expires_at if self.settings.close_at_token_expiry else None
+        session.token_deadline = _token_deadline(expiry, self.settings.jwt_leeway)
         self.hub.start_delivering(session, identity)
         # Queued right after indexing, with no checkpoint between: every event published after
         # this reply reaches the session.
-        session.send_json(subscribed_frame(identity.user, session.endpoint, identity.expires_at))
+        if session.errors_visible:
+            session.send_json(subscribed_frame(identity.user, session.endpoint, expiry))
         await handler.on_subscribed(session, identity)
+
+    async def identity_changed(self, session: Session, identity: Identity) -> None:
+        """The platform changed what the session may see (already re-indexed): tell its endpoint."""
+        await self.handlers[session.endpoint].on_subscribed(session, identity)
 
     async def _unsubscribe(self, session: Session, handler: EndpointHandler) -> None:
         self.hub.stop_delivering(session)
         session.token_deadline = None
+        # An unsubscribed socket is like a new one: it must subscribe again in time, or go.
+        session.auth_deadline = trio.current_time() + self.settings.subscribe_timeout
         await handler.on_unsubscribed(session)
-        session.send_json(unsubscribed_frame())
+        if session.errors_visible:
+            session.send_json(unsubscribed_frame())
 
     async def _write_loop(self, conn: WebSocketConnection, session: Session) -> None:
         """Send whatever the session has queued, in one write per wake-up; then close if asked."""
@@ -379,11 +399,11 @@ class WebSocketServer:
             session.outbox.request_ping()
 
 
-def _token_deadline(identity: Identity, leeway: float) -> float | None:
-    """The trio-clock time at which the token lapses (exp is wall-clock time)."""
-    if identity.expires_at is None:
+def _token_deadline(expires_at: float | None, leeway: float) -> float | None:
+    """The trio-clock time at exp + leeway (exp is wall-clock time): no later, whenever it connected."""
+    if expires_at is None:
         return None
-    return trio.current_time() + max(0.0, identity.expires_at - time.time()) + leeway
+    return trio.current_time() + max(0.0, expires_at + leeway - time.time())
 
 
 def _bind_host(host: str) -> str | None:

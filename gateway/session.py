@@ -208,6 +208,10 @@ class Session:
         self.limiter = limiter
         self.identity: Identity | None = None
         self.token = ""  # the raw token, kept only to ask the platform on the user's behalf
+        # False on a chat socket whose (last) subscribe did not ask for acknowledgements: Cells'
+        # chat client would take a subscribed or error frame for a room message.
+        self.errors_visible = True
+        self.on_quiet_refusal: Callable[[Session, ErrorCode, str], None] | None = None
         self.subscribed = False  # subscribed and not unsubscribed: events may reach it
         self.auth_deadline: float | None = None  # trio time by which a subscribe must arrive
         self.token_deadline: float | None = None  # trio time at which the token lapses
@@ -272,10 +276,12 @@ class Session:
     def fail(self, code: ErrorCode, message: str, *, discard: bool = False, **context: Any) -> None:
         """Send an error frame; close the session if the error requires it."""
         close_code = CLOSE_CODE_FOR.get(code)
-        if close_code is None:
+        if close_code is not None:
+            self.close(close_code, message, error=code if self.errors_visible else None, discard=discard)
+        elif self.errors_visible:
             self.send_json(error_frame(code, message, **context))
-        else:
-            self.close(close_code, message, error=code, discard=discard)
+        elif self.on_quiet_refusal is not None:
+            self.on_quiet_refusal(self, code, message)
 
     def close(
         self,

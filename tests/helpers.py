@@ -80,6 +80,9 @@ class Harness:
     async def start(self) -> Harness:
         gateway = self.gateway
         await migrate_store(gateway.settings.db_url)
+        self.nursery.start_soon(self._close_http_client_at_the_end)
+        await self.nursery.start(gateway.resolver.run)
+        await self.nursery.start(gateway.refresher.run)
         await self.nursery.start(gateway.bus.run)
         await self.nursery.start(gateway.store.run)
         await self.nursery.start(gateway.dispatcher.run)
@@ -87,6 +90,14 @@ class Harness:
         self.nursery.start_soon(gateway.websocket.run_timers)
         self.nursery.start_soon(gateway.websocket.flusher.run)
         return self
+
+    async def _close_http_client_at_the_end(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            if self.gateway.http is not None:
+                with trio.CancelScope(shield=True):
+                    await self.gateway.http.aclose()
 
     async def publish(self, topic: str, event: dict[str, Any]) -> None:
         await self.gateway.bus.publish(topic, json.dumps(event).encode())
@@ -128,7 +139,7 @@ class Harness:
     @asynccontextmanager
     async def subscribed(self, jwt: str, path: str = "/ws") -> AsyncIterator[WebSocketConnection]:
         async with self.connect(path) as ws:
-            await ws.send_message(json.dumps({"@type": "subscribe", "jwt": jwt}))
+            await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": jwt}))
             reply = await recv_json(ws)
             assert reply["@type"] == "subscribed", reply
             yield ws

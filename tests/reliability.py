@@ -194,7 +194,7 @@ async def raw_client(port: int, *, path: str = "/ws", jwt: str | None = None, rc
     client = RawClient(trio.SocketStream(sock))
     if jwt is not None:
         await client.handshake(path)
-        await client.send_json({"@type": "subscribe", "jwt": jwt})
+        await client.send_json({"@type": "subscribe", "ack": True, "jwt": jwt})
         while not any(m.get("@type") == "subscribed" for m in messages(client)):
             await client.receive_some()
     return client

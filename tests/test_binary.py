@@ -79,7 +79,7 @@ class RunDirs:
 
 
 async def subscribe(ws: WebSocketConnection) -> None:
-    await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token()}))
+    await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token()}))
     reply = await recv_json(ws)
     assert reply["@type"] == "subscribed", reply
 

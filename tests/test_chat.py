@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from trio_websocket import WebSocketConnection
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from gateway.config import Settings
 from gateway.topics import CHAT_TOPIC
@@ -110,7 +110,14 @@ async def test_chat_author_and_timestamp_set_by_server(harness: Harness) -> None
         assert ack["Author"] == "alice" and ack["Timestamp"] != "1"
 
 
-async def test_chat_join_sends_latest_history(harness: Harness) -> None:
+@pytest.fixture
+async def history_harness(nursery: trio.Nursery, chat_settings: Callable[..., Settings]) -> Harness:
+    """A gateway that sends the latest page of history after a JOIN (off by default)."""
+    return await Harness(nursery, chat_settings(chat_history_on_join=True)).start()
+
+
+async def test_chat_join_sends_latest_history(history_harness: Harness) -> None:
+    harness = history_harness
     async with chatter(harness, "alice") as alice:
         room = await alice.join(GLOBAL_ROOM)
         for i in range(3):
@@ -121,10 +128,8 @@ async def test_chat_join_sends_latest_history(harness: Harness) -> None:
             await expect_nothing(bob.ws, 0.2)
 
 
-async def test_chat_join_history_can_be_turned_off(
-    nursery: trio.Nursery, chat_settings: Callable[..., Settings]
-) -> None:
-    harness = await Harness(nursery, chat_settings(chat_history_on_join=False)).start()
+async def test_chat_join_sends_no_history_by_default(harness: Harness) -> None:
+    """Cells' client asks with HISTORY after its JOIN: a page sent on JOIN would show twice."""
     async with chatter(harness, "alice") as alice:
         room = await alice.join(GLOBAL_ROOM)
         await alice.post(room["Uuid"], "m0")
@@ -228,19 +233,18 @@ async def test_chat_workspace_room_access(harness: Harness) -> None:
         await alice.post(room["Uuid"], "for members")
         await eve.send("JOIN", {"Type": "WORKSPACE", "RoomTypeObject": "ws-common"})
         assert (await eve.error())["error"] == "room_forbidden"
+        # A request for a room the session is not in re-attaches it only when access allows.
         await eve.send("HISTORY", {"Uuid": room["Uuid"]})
-        assert (await eve.error())["error"] == "not_member"
+        assert (await eve.error())["error"] == "room_forbidden"
         await eve.send("POST", message={"RoomUuid": room["Uuid"], "Message": "let me in"})
-        assert (await eve.error())["error"] == "not_member"
+        assert (await eve.error())["error"] == "room_forbidden"
 
 
-async def test_chat_read_only_member_reads_but_cannot_post(harness: Harness) -> None:
+async def test_chat_read_only_workspace_member_may_post(harness: Harness) -> None:
+    """As in Cells: every member who may read a workspace may post in its room."""
     async with chatter(harness, "alice") as alice:
         room = await alice.join({"Type": "WORKSPACE", "RoomTypeObject": "ws-ro"})
-        await alice.send("POST", message={"RoomUuid": room["Uuid"], "Message": "hi"})
-        assert (await alice.error())["error"] == "read_only"
-        await alice.send("HISTORY", {"Uuid": room["Uuid"]})
-        assert (await alice.recv())["@type"] == "ROOM_UPDATE"
+        assert (await alice.post(room["Uuid"], "hi"))["Message"] == "hi"
 
 
 async def test_chat_user_room_for_the_two_users_only(harness: Harness) -> None:
@@ -257,7 +261,7 @@ async def test_chat_user_room_for_the_two_users_only(harness: Harness) -> None:
         carol_room = await carol.join({"Type": "USER", "RoomTypeObject": "bob"})
         assert carol_room["Uuid"] != room["Uuid"]
         await carol.send("POST", message={"RoomUuid": room["Uuid"], "Message": "hi"})
-        assert (await carol.error())["error"] == "not_member"
+        assert (await carol.error())["error"] == "room_forbidden"
 
 
 @pytest.mark.parametrize("profile", ["anon", "shared"])
@@ -349,7 +353,7 @@ async def test_chat_presence_timeout_removes_silent_user(
 async def test_chat_ping_does_not_create_rooms(harness: Harness) -> None:
     async with chatter(harness) as alice:
         await alice.send("JOIN", {"Type": "GLOBAL", "RoomTypeObject": "nowhere"}, {"Message": "PING"})
-        assert (await alice.error())["error"] == "not_member"
+        await expect_nothing(alice.ws, 0.2)  # as in Cells: a heartbeat for no room is ignored
     database = harness.gateway.settings.db_url.removeprefix("sqlite:///")
     with contextlib.closing(sqlite3.connect(database)) as db:
         assert db.execute("select count(*) from rooms").fetchone() == (0,)
@@ -364,8 +368,7 @@ async def test_chat_leave_and_disconnect_update_members(harness: Harness) -> Non
             await bob.send("LEAVE", {"Uuid": room["Uuid"]})
             assert (await bob.recv())["Room"]["Users"] == ["alice"]
             assert (await alice.recv())["Room"]["Users"] == ["alice"]
-            await bob.send("POST", message={"RoomUuid": room["Uuid"], "Message": "hi"})
-            assert (await bob.error())["error"] == "not_member"
+            await bob.send("LEAVE", {"Uuid": room["Uuid"]})  # not in it: nothing happens, nothing said
             await bob.join(GLOBAL_ROOM)
             assert (await alice.recv())["Room"]["Users"] == ["alice", "bob"]
         assert (await alice.recv())["Room"]["Users"] == ["alice"]  # bob disconnected
@@ -403,12 +406,12 @@ async def test_chat_bad_input_keeps_session(harness: Harness) -> None:
             {"@type": "POST", "Message": {"RoomUuid": "r", "Message": ["x"]}},
             {"@type": "HISTORY", "Room": {"Uuid": "r"}, "Message": {"Message": "{oops"}},
             {"@type": "JOIN", "Room": GLOBAL_ROOM, "Colour": "red"},
-            {"@type": "subscribe"},
+            {"@type": "subscribe", "ack": True},
         ]:
             await alice.ws.send_message(json.dumps(frame))
             error = await alice.recv()
             assert error["@type"] == "error", frame
-            if frame == {"@type": "subscribe"}:
+            if frame["@type"] == "subscribe":
                 break  # a subscribe without token ends the session (4001), the rest does not
         else:
             raise AssertionError("unreachable")
@@ -467,8 +470,9 @@ async def test_chat_store_unavailable_answers_error(
 
 @pytest.mark.parametrize("post_lands", ["before_history_read", "after_history_read"])
 async def test_chat_post_during_join_arrives_exactly_once(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch, post_lands: str
+    history_harness: Harness, monkeypatch: pytest.MonkeyPatch, post_lands: str
 ) -> None:
+    harness = history_harness
     store = harness.gateway.store
     original_latest = store.latest
     async with chatter(harness, "alice") as alice, chatter(harness, "bob") as bob:
@@ -541,7 +545,8 @@ async def test_chat_post_committed_after_its_session_ended_still_reaches_the_roo
     assert message["Message"] == "important"
 
 
-async def test_chat_late_copy_of_a_post_shown_in_the_join_page_is_dropped(harness: Harness) -> None:
+async def test_chat_late_copy_of_a_post_shown_in_the_join_page_is_dropped(history_harness: Harness) -> None:
+    harness = history_harness
     async with chatter(harness, "alice") as alice, chatter(harness, "bob") as bob:
         room = await alice.join(GLOBAL_ROOM)
         shown = await alice.post(room["Uuid"], "in the page")
@@ -557,11 +562,13 @@ async def test_chat_late_copy_of_a_post_shown_in_the_join_page_is_dropped(harnes
 async def test_chat_resubscribe_without_the_workspace_leaves_its_room_and_says_so(harness: Harness) -> None:
     async with chatter(harness, "alice") as alice:
         room = await alice.join({"Type": "WORKSPACE", "RoomTypeObject": "ws-common"})
-        await alice.ws.send_message(json.dumps({"@type": "subscribe", "jwt": token("alice", workspaces=[])}))
+        await alice.ws.send_message(
+            json.dumps({"@type": "subscribe", "ack": True, "jwt": token("alice", workspaces=[])})
+        )
         notice = await alice.recv_until(lambda f: f.get("@type") == "error")
         assert notice["error"] == "room_forbidden" and notice["RoomUuid"] == room["Uuid"]
         await alice.send("POST", message={"RoomUuid": room["Uuid"], "Message": "still here?"})
-        assert (await alice.error())["error"] == "not_member"
+        assert (await alice.error())["error"] == "room_forbidden"
 
 
 async def test_chat_join_by_room_uuid(harness: Harness) -> None:
@@ -595,8 +602,7 @@ async def test_chat_failed_join_leaves_the_session_outside(
         assert (await alice.error())["error"] == "store_unavailable"
         monkeypatch.undo()
         room = await harness.gateway.store.find_or_create_room("GLOBAL", "lobby", "", now=0)
-        await alice.send("POST", message={"RoomUuid": room.uuid, "Message": "in?"})
-        assert (await alice.error())["error"] == "not_member"
+        assert not any(harness.gateway.chat._joined.values())  # the session is in no room
         with trio.fail_after(5):  # nor is she listed as a member of it
             while await harness.gateway.store.members(room.uuid) != []:
                 await trio.testing.wait_all_tasks_blocked()
@@ -614,3 +620,90 @@ async def test_chat_post_rate_survives_a_reconnect(
         await alice.join(GLOBAL_ROOM)
         await alice.send("POST", message={"RoomUuid": room["Uuid"], "Message": "fresh burst?"})
         assert (await alice.error())["error"] == "post_rate_limited"
+
+
+# -- Cells' chat client: heartbeats, no acknowledgements, Info ----------------------------------
+
+
+@asynccontextmanager
+async def cells_client(harness: Harness, user: str = "alice") -> AsyncIterator[ChatClient]:
+    """A chat session subscribed as Cells' client does: no ``ack``, so no subscribed frame."""
+    async with harness.connect("/ws/chat") as ws:
+        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token(user, workspaces=[COMMON])}))
+        yield ChatClient(ws, user)
+
+
+async def test_chat_without_ack_sends_only_chat_frames(harness: Harness) -> None:
+    async with cells_client(harness) as alice:
+        await alice.send("JOIN", {"Type": "WORKSPACE", "RoomTypeObject": "ws-unknown"})  # refused
+        await alice.send("LEAVE", {"Type": "GLOBAL", "RoomTypeObject": "never-joined"})  # nothing to do
+        await alice.send("POST", message={"RoomUuid": "no-such-room", "Message": "hi"})  # refused
+        room = await alice.join(GLOBAL_ROOM)  # the first frame this client gets is a ROOM_UPDATE
+        assert room["Users"] == ["alice"]
+    refusals = harness.gateway.metrics.registry.get_sample_value
+    assert refusals("gateway_chat_refusals_total", {"error": "room_forbidden"}) == 1
+    assert refusals("gateway_chat_refusals_total", {"error": "not_member"}) == 1
+
+
+async def test_chat_without_ack_an_error_that_ends_the_session_still_closes(harness: Harness) -> None:
+    async with harness.connect("/chat") as ws:
+        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": "not-a-token"}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()  # no error frame: the close code says it
+        assert closed.value.reason.code == 4001
+
+
+async def test_chat_heartbeat_reattaches_after_a_gateway_restart(
+    nursery: trio.Nursery, chat_settings: Callable[..., Settings]
+) -> None:
+    """Cells' client does not JOIN again after a reconnect: its heartbeat (JOIN + PING) must work."""
+    settings = chat_settings()
+    first = await Harness(nursery, settings).start()
+    async with cells_client(first) as alice:
+        room = await alice.join(GLOBAL_ROOM)
+        await alice.post(room["Uuid"], "before the restart")
+    second = await Harness(nursery, settings).start()  # a new process on the same database
+    async with cells_client(second) as alice, chatter(second, "bob") as bob:
+        await bob.join(GLOBAL_ROOM)
+        await alice.send("JOIN", {"Type": "GLOBAL", "RoomTypeObject": "lobby"}, {"Message": "PING"})
+        update = await alice.recv()
+        assert update["@type"] == "ROOM_UPDATE" and update["Room"]["Uuid"] == room["Uuid"]
+        assert (await bob.recv())["Room"]["Users"] == ["alice", "bob"]
+        ack = await alice.post(room["Uuid"], "after the restart")
+        assert (await bob.recv())["Uuid"] == ack["Uuid"]
+
+
+async def test_chat_post_reattaches_a_room_of_a_reconnected_session(harness: Harness) -> None:
+    """A post sent before the first heartbeat after a reconnect is not lost (Cells drops it)."""
+    async with cells_client(harness) as alice:
+        room = await alice.join(GLOBAL_ROOM)
+    async with cells_client(harness) as alice:
+        await alice.send("POST", message={"RoomUuid": room["Uuid"], "Message": "right away"})
+        assert (await alice.recv())["@type"] == "ROOM_UPDATE"
+        assert (await alice.recv_until(lambda f: "Author" in f))["Message"] == "right away"
+
+
+async def test_chat_info_is_stored_and_sent_back(harness: Harness) -> None:
+    async with chatter(harness, "alice") as alice, chatter(harness, "bob") as bob:
+        room = await alice.join(GLOBAL_ROOM)
+        await bob.join(GLOBAL_ROOM)
+        await alice.recv()  # bob joined
+        ack = await alice.post(room["Uuid"], "with info", Info={"kind": "note", "ref": "n-1"})
+        assert ack["Info"] == {"kind": "note", "ref": "n-1"}
+        assert (await bob.recv())["Info"] == {"kind": "note", "ref": "n-1"}
+        await alice.send("HISTORY", {"Uuid": room["Uuid"]})
+        assert (await alice.recv())["@type"] == "ROOM_UPDATE"
+        assert (await alice.recv())["Info"] == {"kind": "note", "ref": "n-1"}
+        await alice.send("POST", message={"RoomUuid": room["Uuid"], "Message": "x", "Info": {"k": 1}})
+        assert (await alice.error())["error"] == "bad_message"
+
+
+async def test_chat_edit_as_cells_client_sends_it(harness: Harness) -> None:
+    """Cells' client edits by posting back the whole message it received, text changed."""
+    async with chatter(harness, "alice") as alice:
+        room = await alice.join(GLOBAL_ROOM)
+        original = await alice.post(room["Uuid"], "first")
+        edited = await alice.post(
+            room["Uuid"], "second", **{k: v for k, v in original.items() if k != "Message"}
+        )
+        assert edited["Uuid"] == original["Uuid"] and edited["Message"] == "second" and "Edited" in edited

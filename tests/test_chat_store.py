@@ -722,13 +722,13 @@ async def test_sqlite_memory_url_serves_threads(nursery: trio.Nursery) -> None:
 def test_migrate_upgrade_twice_is_noop(db_url: str) -> None:
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0001"
+    assert migrate.current(db_url) == migrate.head() == "0002"
     engine = make_engine(db_url, role="migrate")
     with engine.begin() as connection:
         columns = "uuid, type, type_object, label, created_at, last_updated"
         connection.execute(text(f"INSERT INTO rooms ({columns}) VALUES ('r', 'GLOBAL', 'all', 'All', 1, 1)"))
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == "0001"
+    assert migrate.current(db_url) == "0002"
     assert count_rows(db_url, "rooms") == 1
     with engine.connect() as connection:
         assert set(inspect(connection).get_table_names()) == {
@@ -768,6 +768,33 @@ def test_migrations_dir_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert migrate.migrations_dir() == tmp_path / "migrations"
     monkeypatch.setenv(migrate.MIGRATIONS_DIR_ENV, str(tmp_path / "elsewhere"))
     assert migrate.migrations_dir() == tmp_path / "elsewhere"
+
+
+async def test_migrate_0001_database_keeps_its_messages_and_gains_info(db_url: str) -> None:
+    """A database made by the first release upgrades in place: old messages read back with no Info."""
+    from alembic import command
+
+    command.upgrade(migrate.alembic_config(db_url), "0001")
+    engine = make_engine(db_url, role="migrate")
+    with engine.begin() as connection:
+        columns = "uuid, type, type_object, label, created_at, last_updated, next_seq"
+        connection.execute(
+            text(f"INSERT INTO rooms ({columns}) VALUES ('r', 'GLOBAL', 'all', 'All', 1, 1, 2)")
+        )
+        connection.execute(text(
+            "INSERT INTO messages (room_id, seq, uuid, author, text, timestamp) "
+            "SELECT id, 1, 'm-1', 'alice', 'from 0001', 1 FROM rooms"
+        ))  # fmt: skip
+    engine.dispose()
+    migrate.upgrade(db_url)
+    store = ChatStore(db_url)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        [message] = await store.latest("r", 0, 10)
+        assert (message.text, message.info) == ("from 0001", {})
+        record, _ = await store.post("r", "bob", "with info", client_id=None, now=2, info={"k": "v"})
+        assert (await store.latest("r", 0, 1))[0].info == {"k": "v"} == record.info
+        nursery.cancel_scope.cancel()
 
 
 def test_migrate_head_constant_matches_the_scripts() -> None:

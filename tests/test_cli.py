@@ -164,3 +164,54 @@ def test_cli_dev_origins_follow_the_admin_listener(no_keys: None) -> None:
     assert "http://127.0.0.1:6061" in settings.allowed_origins
     assert "http://localhost:6061" in settings.allowed_origins
     assert "http://127.0.0.1:6061/" in out.getvalue()
+
+
+# -- cells identity ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cells_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    from tests.fakecells import SERVICE_TOKEN
+
+    service = tmp_path / "service-token"
+    service.write_text(SERVICE_TOKEN)
+    monkeypatch.delenv("GATEWAY_JWT_SECRET", raising=False)
+    monkeypatch.setenv("GATEWAY_ADMIN_KEY", ADMIN_KEY)
+    monkeypatch.setenv("GATEWAY_IDENTITY", "cells")
+    monkeypatch.setenv("GATEWAY_CELLS_SERVICE_TOKEN_FILE", str(service))
+    return service
+
+
+async def test_cli_whois_prints_what_the_gateway_resolves(
+    cells_env: Path, monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery
+) -> None:
+    from tests.fakecells import WS_COMMON, site
+
+    cells = site()
+    await nursery.start(cells.run)
+    monkeypatch.setenv("GATEWAY_CELLS_URL", cells.url)
+    code, out, err = await trio.to_thread.run_sync(run, ["whois", "--token", "opaque-alice"])
+    assert code == 0, err
+    assert "user      alice" in out and "profile   standard" in out
+    assert "common-files" in out and "root pydiods1/...  shown as common-files/..." in out
+    code, out, _ = await trio.to_thread.run_sync(run, ["whois", "--token", "pat-alice", "--json"])
+    described = json.loads(out)
+    assert described["user"] == "alice"
+    assert {ws["uuid"] for ws in described["workspaces"]} >= {WS_COMMON}
+    code, _, err = await trio.to_thread.run_sync(run, ["whois", "--token", "nobody"])
+    assert code == 1 and "token_invalid" in err
+
+
+def test_cli_token_refuses_in_cells_identity(cells_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_CELLS_URL", "https://cells.example.com")
+    code, _, err = run(["token", "--user", "alice"])
+    assert code == 2 and "Cells issues" in err
+
+
+def test_cli_check_config_of_cells_identity(cells_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_CELLS_URL", "https://cells.example.com")
+    code, out, _ = run(["check-config"])
+    assert code == 0 and 'identity = "cells"' in out
+    monkeypatch.delenv("GATEWAY_CELLS_SERVICE_TOKEN_FILE")
+    code, _, err = run(["check-config"])
+    assert code == 2 and "cells_subfolder_acls" in err

@@ -27,7 +27,7 @@ async def test_direct_write_ping_waits_for_the_half_written_frame(harness: Harne
         nursery.start_soon(harness.gateway.websocket.serve_stream, server_stream, "local")
         client = RawClient(client_stream)
         await client.handshake()
-        await client.send_json({"@type": "subscribe", "jwt": token()})
+        await client.send_json({"@type": "subscribe", "ack": True, "jwt": token()})
         with trio.fail_after(5):
             while not client.texts():
                 await client.receive_some()

@@ -91,20 +91,22 @@ class ChatClient:
 
 @asynccontextmanager
 async def chat_client(gw: GatewayProcess, user: str) -> AsyncIterator[ChatClient]:
-    """A subscribed chat session that has joined the workspace room (and read its history page)."""
+    """A subscribed chat session that has joined the workspace room and read its latest history page,
+    as Cells' client does (JOIN, then HISTORY)."""
     async with ws_client(f"{gw.ws_url}/chat") as ws:
-        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token(user)}))
+        await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token(user)}))
         assert (await recv_json(ws))["@type"] == "subscribed"
         await ws.send_message(json.dumps({"@type": "JOIN", "Room": ROOM}))
+        await ws.send_message(json.dumps({"@type": "HISTORY", "Room": ROOM}))
         # A request refused at once marks the end of the JOIN's answer (requests are handled in turn).
         await ws.send_message(json.dumps({"@type": "HISTORY", "Room": {"Uuid": "end-of-join"}}))
         while (update := await recv_json(ws)).get("@type") != "ROOM_UPDATE":
             pass  # others' posts may come first: the session is in the room before its page is read
-        history = []
+        history: dict[int, dict[str, Any]] = {}  # a post may come live and in the page
         while (frame := await recv_json(ws)).get("@type") != "error":
             if "Seq" in frame:
-                history.append(frame)
-        yield ChatClient(ws, user, update["Room"]["Uuid"], history)
+                history[frame["Seq"]] = frame
+        yield ChatClient(ws, user, update["Room"]["Uuid"], [history[seq] for seq in sorted(history)][-40:])
 
 
 def stored_posts(db: Path) -> list[tuple[int, str, str]]:
@@ -206,7 +208,7 @@ async def test_faults_sigkill_mid_chat_load_loses_no_acknowledged_post(tmp_path:
 @asynccontextmanager
 async def events_watcher(gw: GatewayProcess) -> AsyncIterator[WebSocketConnection]:
     async with ws_client(f"{gw.ws_url}/ws") as ws:
-        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token("watcher")}))
+        await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token("watcher")}))
         assert (await recv_json(ws))["@type"] == "subscribed"
         yield ws
 

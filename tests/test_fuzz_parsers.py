@@ -260,7 +260,7 @@ valid_messages = st.fixed_dictionaries(
         "Author": text_fields,
         "Seq": st.integers(0, 99),
         "Timestamp": st.just("1"),
-        "Info": text_fields,
+        "Info": st.dictionaries(text_fields.filter(lambda t: len(t) <= 128), text_fields, max_size=3),
     },
 )
 
@@ -279,6 +279,7 @@ def test_fuzz_parse_request_round_trip(kind: str, room: Json, message: Json) -> 
         message["RoomUuid"],
         message["Message"],
         message.get("ClientMessageId") or None,
+        message.get("Info") or None,
     )
     assert request.room_uuid == message["RoomUuid"]
 

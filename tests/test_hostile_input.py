@@ -67,7 +67,7 @@ def fragments(data: bytes, pieces: int, *, opcode: int = TEXT) -> bytes:
 
 
 def subscribe_frame(user: str = "mallory") -> bytes:
-    return text(json.dumps({"@type": "subscribe", "jwt": token(user)}))
+    return text(json.dumps({"@type": "subscribe", "ack": True, "jwt": token(user)}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ NESTED = "[" * 30_000 + "]" * 30_000  # fits in 64 KiB, deeper than any parser a
 OVERSIZED = json.dumps({"@type": "x", "pad": "a" * LIMIT}).encode()  # over 64 KiB, under 4 x 64 KiB
 CORPUS: dict[str, Case] = {
     # The WebSocket layer: not UTF-8, not JSON text, not RFC 6455
-    "invalid_utf8": (text(b'{"@type": "subscribe", "jwt": "\xc0\xaf"}'), [], 1007),
+    "invalid_utf8": (text(b'{"@type": "subscribe", "ack": true, "jwt": "\xc0\xaf"}'), [], 1007),
     "invalid_utf8_across_fragments": (
         frame(TEXT, b'{"@type": "x", "a": "\xe2\x82', fin=False) + frame(CONTINUATION, b'\x28"}'),
         [],
@@ -174,9 +174,17 @@ CORPUS: dict[str, Case] = {
     "empty": (text(""), ["bad_json"], None),
     "not_json": (text("{'@type': 'subscribe'}"), ["bad_json"], None),
     "deep_nesting": (text(NESTED), ["bad_json"], None),
-    "deep_nesting_in_a_field": (text('{"@type": "subscribe", "jwt": ' + NESTED + "}"), ["bad_json"], None),
+    "deep_nesting_in_a_field": (
+        text('{"@type": "subscribe", "ack": true, "jwt": ' + NESTED + "}"),
+        ["bad_json"],
+        None,
+    ),
     "huge_integer": (text('{"@type": "subscribe", "n": ' + "7" * 5000 + "}"), ["bad_json"], None),
-    "unpaired_surrogate_escape": (text('{"@type": "subscribe", "jwt": "\\ud800"}'), ["bad_json"], None),
+    "unpaired_surrogate_escape": (
+        text('{"@type": "subscribe", "ack": true, "jwt": "\\ud800"}'),
+        ["bad_json"],
+        None,
+    ),
     "unpaired_low_surrogate_escape": (text('{"@type": "\\udfff"}'), ["bad_json"], None),
     "array": (text("[]"), ["bad_message"], None),
     "null": (text("null"), ["bad_message"], None),
@@ -189,22 +197,28 @@ CORPUS: dict[str, Case] = {
     "nul_type": (text('{"@type": "\\u0000"}'), ["not_subscribed"], None),
     "paired_surrogates_are_fine": (text('{"@type": "\\ud83d\\ude00"}'), ["not_subscribed"], None),
     # Session commands
-    "subscribe_without_jwt": (text('{"@type": "subscribe"}'), ["token_missing"], 4001),
+    "subscribe_without_jwt": (text('{"@type": "subscribe", "ack": true}'), ["token_missing"], 4001),
     "subscribe_jwt_not_a_string": (
-        text('{"@type": "register", "jwt": {"alg": "none"}}'),
+        text('{"@type": "register", "ack": true, "jwt": {"alg": "none"}}'),
         ["token_invalid"],
         4001,
     ),
-    "subscribe_garbage_jwt": (text('{"@type": "subscribe", "jwt": "a.b.c"}'), ["token_invalid"], 4001),
+    "subscribe_garbage_jwt": (
+        text('{"@type": "subscribe", "ack": true, "jwt": "a.b.c"}'),
+        ["token_invalid"],
+        4001,
+    ),
     "fragmented_subscribe_with_ping_between": (
-        frame(TEXT, json.dumps({"@type": "subscribe", "jwt": token()})[:10].encode(), fin=False)
+        frame(TEXT, json.dumps({"@type": "subscribe", "ack": True, "jwt": token()})[:10].encode(), fin=False)
         + frame(PING, b"keepalive")
-        + frame(CONTINUATION, json.dumps({"@type": "subscribe", "jwt": token()})[10:].encode()),
+        + frame(CONTINUATION, json.dumps({"@type": "subscribe", "ack": True, "jwt": token()})[10:].encode()),
         ["subscribed"],
         None,
     ),
     "subscribe_with_unknown_fields": (
-        text(json.dumps({"@type": "subscribe", "jwt": token(), "x": [1, {"y": None}], "Room": 5})),
+        text(
+            json.dumps({"@type": "subscribe", "ack": True, "jwt": token(), "x": [1, {"y": None}], "Room": 5})
+        ),
         ["subscribed"],
         None,
     ),
@@ -299,7 +313,7 @@ MESSAGE: Final = {  # ChatMessage
     "Message": ("hello", {"string"}),
     "Author": ("alice", {"string"}),
     "Timestamp": ("1764000000", {"integer", "string"}),
-    "Info": ("i", {"string"}),
+    "Info": ({"k": "v"}, {"object"}),
     "Seq": (1, {"integer"}),
     "Edited": ("1764000001", {"string"}),
     "ClientMessageId": ("c-1", {"string"}),
@@ -379,8 +393,10 @@ def wrongly_typed_session_commands() -> list[tuple[str, Json, str, int | None]]:
     ]
     for kind in ("subscribe", "register"):
         for value in wrong_values({"string"}):
-            cases.append((f"{kind} jwt={value!r}", {"@type": kind, "jwt": value}, "token_invalid", 4001))
-        cases.append((f"{kind} jwt=null", {"@type": kind, "jwt": None}, "token_missing", 4001))
+            cases.append(
+                (f"{kind} jwt={value!r}", {"@type": kind, "ack": True, "jwt": value}, "token_invalid", 4001)
+            )
+        cases.append((f"{kind} jwt=null", {"@type": kind, "ack": True, "jwt": None}, "token_missing", 4001))
     return cases
 
 
@@ -443,7 +459,7 @@ def join(kind: str, type_object: str | None = None) -> Json:
         (join("WORKSPACE", "ws-common\u200b"), "room_forbidden"),
         (join("WORKSPACE", "WS-COMMON"), "room_forbidden"),
         (join("NODE", "../../etc"), "node_rooms_disabled"),
-        ({"@type": "LEAVE", "Room": {"Uuid": "nope"}}, "not_member"),
+        ({"@type": "HISTORY", "Room": {"Uuid": "nope"}}, "not_member"),
         ({"@type": "DELETE_MSG", "Message": {"Uuid": "nope"}}, "message_not_found"),
     ],
 )

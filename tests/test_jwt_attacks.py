@@ -223,7 +223,7 @@ def valid_token(config: str, key: rsa.RSAPrivateKey) -> str:
 
 async def refused(ws: WebSocketConnection, jwt_: str) -> tuple[Json, int, str | None]:
     """Subscribe with ``jwt_``: the error frame, then the close code and reason."""
-    await ws.send_message(json.dumps({"@type": "subscribe", "jwt": jwt_}))
+    await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": jwt_}))
     error = await recv_json(ws)
     with pytest.raises(ConnectionClosed) as closed:
         await recv_json(ws)
@@ -391,7 +391,7 @@ async def session(url: str, jwt_: str, *frames: Json) -> list[Json]:
     got: list[Json] = []
     async with open_websocket_url(url) as ws:
         try:
-            await ws.send_message(json.dumps({"@type": "subscribe", "jwt": jwt_}))
+            await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": jwt_}))
             got.append(await recv_json(ws))
             for frame in frames:
                 await ws.send_message(json.dumps(frame))
@@ -417,7 +417,10 @@ async def exercise(
         # Valid sessions: subscribe, re-subscribe (fresh token), change user (4003), chat with a node check.
         alice, fresh, bob = keep(token("alice")), keep(token("alice", ttl=7200)), keep(token("bob"))
         got = await session(
-            events, alice, {"@type": "subscribe", "jwt": fresh}, {"@type": "subscribe", "jwt": bob}
+            events,
+            alice,
+            {"@type": "subscribe", "ack": True, "jwt": fresh},
+            {"@type": "subscribe", "ack": True, "jwt": bob},
         )
         assert [m.get("error", m["@type"]) for m in got] == ["subscribed", "subscribed", "identity_changed"]
         join = {"@type": "JOIN", "Room": {"Type": "NODE", "RoomTypeObject": "n-1"}}

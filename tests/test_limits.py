@@ -128,7 +128,7 @@ async def test_limits_per_ip_over_real_sockets(nursery: trio.Nursery, tmp_path: 
     with trio.fail_after(10):
         async with ws_client(url) as first, ws_client(url) as second:
             for ws in (first, second):
-                await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token()}))
+                await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token()}))
                 assert (await recv_json(ws))["@type"] == "subscribed"
             status, headers, body = await tcp_handshake(gateway.ws_port, "/ws")
             assert (status, json.loads(body)["error"]) == (429, "too_many_sessions_from_ip")
@@ -136,7 +136,7 @@ async def test_limits_per_ip_over_real_sockets(nursery: trio.Nursery, tmp_path: 
         await trio.testing.wait_all_tasks_blocked()  # the server has seen both closes
         assert gateway.hub.sessions == set()
         async with ws_client(url) as ws:
-            await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token()}))
+            await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token()}))
             assert (await recv_json(ws))["@type"] == "subscribed"
 
 

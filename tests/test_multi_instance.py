@@ -86,7 +86,7 @@ async def gateways(nats: NatsServer, db_url: str, **env: str) -> AsyncIterator[l
 
 
 async def subscribe(ws: WebSocketConnection, jwt: str) -> None:
-    await ws.send_message(json.dumps({"@type": "subscribe", "jwt": jwt}))
+    await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": jwt}))
     reply = await recv_json(ws)
     assert reply["@type"] == "subscribed", reply
 
@@ -295,7 +295,9 @@ async def test_multi_chat_posts_edits_deletes_and_members_across_instances(
             await chat_synced(instances, 7)  # 2 joins, 2 posts, an edit, a deletion, a leave
             async with chat_session(instances[1], "bob") as bob_again:
                 assert (await bob_again.join(GLOBAL_ROOM))["Users"] == ["alice", "bob"]
-                assert await bob_again.recv() == edited  # the history page that follows a JOIN
+                await bob_again.send("HISTORY", GLOBAL_ROOM)  # as Cells' client does after a JOIN
+                assert (await bob_again.recv())["@type"] == "ROOM_UPDATE"
+                assert await bob_again.recv() == edited
                 assert await members(alice) == ["alice", "bob"]
             assert await members(alice) == ["alice"]  # the session on B closed: bob left
 

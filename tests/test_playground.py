@@ -121,6 +121,8 @@ async def test_playground_info_names_the_websocket_port(gateway: Gateway) -> Non
         "ws_host": "127.0.0.1",
         "paths": {"events": "/ws", "chat": "/chat"},
         "token_minting": True,
+        "identity": "jwt",
+        "publishing": True,
         "allowed_origins": ["http://a.test"],
     }
 
@@ -139,7 +141,7 @@ async def test_token_minted_and_accepted_by_the_gateway(gateway: Gateway) -> Non
     assert identity.workspaces == (Workspace("ws-common", "common-files", ("ds/common",), "rw"),)
     assert identity.expires_at == reply["expiresAt"]
     async with ws_client(f"ws://127.0.0.1:{gateway.ws_port}/ws") as ws:
-        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": reply["token"]}))
+        await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": reply["token"]}))
         assert (await recv_json(ws))["@type"] == "subscribed"
         event = {"Type": "DELETE", "Source": {"Uuid": "n-1", "Path": "/ds/common/a.txt"}}
         assert (await admin_publish(gateway.admin_port, {"topic": TREE, "event": event}))[0] == 202

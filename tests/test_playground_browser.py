@@ -244,7 +244,7 @@ async def _scenario(nursery: trio.Nursery, tmp_path: Path) -> None:
 
     # Bob is in the lobby already and has said something: the page must show him and his message.
     async with ws_client(chat_url) as bob:
-        await bob.send_message(json.dumps({"@type": "subscribe", "jwt": token("bob")}))
+        await bob.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token("bob")}))
         assert (await recv_json(bob))["@type"] == "subscribed"
         await bob.send_message(
             json.dumps({"@type": "JOIN", "Room": {"Type": "GLOBAL", "RoomTypeObject": "lobby"}})

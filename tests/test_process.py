@@ -22,7 +22,7 @@ async def test_process_delivers_published_event_on_both_event_paths() -> None:
         ws_client(f"{gw.ws_url}/ws/event") as b,
     ):
         for ws in (a, b):
-            await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token()}))
+            await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token()}))
             assert (await recv_json(ws))["@type"] == "subscribed"
         event = {"Type": "DELETE", "Source": {"Uuid": "n-1", "Path": "/ds/common/old.txt"}}
         assert (await admin_publish(gw.admin_port, {"topic": TREE, "event": event}))[0] == 202
@@ -38,7 +38,7 @@ async def test_process_sigterm_closes_sessions_1001_and_exits_0() -> None:
 
         async def session(task_status: trio.TaskStatus[None]) -> None:
             async with ws_client(f"{gw.ws_url}/ws") as ws:
-                await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token()}))
+                await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token()}))
                 assert (await recv_json(ws))["@type"] == "subscribed"
                 task_status.started()
                 try:

@@ -42,9 +42,10 @@ def test_tasks_to_trigger_owner() -> None:
     assert receivers(TASKS_TOPIC, event) == {"alice": [{"TaskUpdated": TASK, "Job": JOB}]}
 
 
-def test_tasks_only_task_and_job_forwarded() -> None:
-    event = {"TaskUpdated": TASK, "Job": JOB, "Extra": {"secret": 1}}
-    assert receivers(TASKS_TOPIC, event) == {"alice": [{"TaskUpdated": TASK, "Job": JOB}]}
+def test_tasks_forwarded_whole() -> None:
+    """NanoStamp orders a job's updates in the browser; StatusMeta is part of what Cells sends."""
+    event = {"TaskUpdated": TASK, "Job": JOB, "NanoStamp": "1717240104123456789", "StatusMeta": {"k": "v"}}
+    assert receivers(TASKS_TOPIC, event) == {"alice": [event]}
 
 
 def test_tasks_without_job() -> None:
@@ -154,7 +155,20 @@ IDM_CASES = [
 @pytest.mark.parametrize(("event", "names"), IDM_CASES)
 def test_idm_rules(event: Json, names: set[str]) -> None:
     expected = {**event, "@type": "idm"}
+    if isinstance(event.get("User"), dict):
+        expected["User"] = {**event["User"], "PoliciesContextEditable": True}
     assert receivers(IDM_TOPIC, event) == {name: [expected] for name in names}
+
+
+def test_idm_user_in_the_v5_public_form() -> None:
+    """Cells v5 (``User.WithPublicData``): no pydio:* attributes, no password fields."""
+    user = {"Login": "alice", "Password": "h", "OldPassword": "o",
+            "Attributes": {"pydio:labelLike": "x", "displayName": "Alice"}}  # fmt: skip
+    [message] = messages_for(IDM_TOPIC, {"User": user}, ALICE)
+    assert message["User"] == {"Login": "alice", "Attributes": {"displayName": "Alice"},
+                               "PoliciesContextEditable": True}  # fmt: skip
+    [message] = messages_for(IDM_TOPIC, {"User": {"Login": "alice", "Attributes": {"pydio:x": "1"}}}, ALICE)
+    assert message["User"] == {"Login": "alice", "PoliciesContextEditable": True}
 
 
 def test_idm_message_is_event_with_type_tag() -> None:

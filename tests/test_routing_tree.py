@@ -266,7 +266,7 @@ TREE_CASES = [
     pytest.param(
         {"Target": node("/ds/common")},
         [COMMON],
-        [{"Target": seen("common-files", COMMON)}],
+        [{"Target": seen("common-files/", COMMON, meta={"ws_root": '"true"'})}],
         id="node_exactly_at_root",
     ),
     pytest.param(

@@ -49,7 +49,7 @@ async def test_bad_frames_get_error_and_session_goes_on(harness: Harness, frame:
         await ws.send_message(frame)
         reply = await recv_json(ws)
         assert reply == {"@type": "error", "error": error, "message": reply["message"]}
-        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token()}))
+        await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token()}))
         assert (await recv_json(ws))["@type"] == "subscribed"
 
 
@@ -70,7 +70,7 @@ async def test_unknown_type_after_subscribe(harness: Harness) -> None:
 )
 async def test_bad_token_closes_4001(harness: Harness, jwt: str, error: str) -> None:
     async with harness.connect() as ws:
-        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": jwt}))
+        await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": jwt}))
         reply = await recv_json(ws)
         assert reply["error"] == error
         with pytest.raises(ConnectionClosed) as closed:
@@ -106,7 +106,9 @@ async def test_token_expiry_closes_4001(harness: Harness, autojump_clock: object
 async def test_resubscribe_with_fresh_token_replaces_identity(harness: Harness) -> None:
     other = {"uuid": "ws-other", "slug": "other", "roots": ["/ds/other"], "permissions": "r"}
     async with harness.subscribed(token()) as ws:
-        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token(workspaces=[other])}))
+        await ws.send_message(
+            json.dumps({"@type": "subscribe", "ack": True, "jwt": token(workspaces=[other])})
+        )
         assert (await recv_json(ws))["@type"] == "subscribed"
         await harness.publish(TREE, tree_event("/ds/common/a.txt", "n-a"))
         await harness.publish(TREE, tree_event("/ds/other/b.txt", "n-b"))
@@ -116,7 +118,7 @@ async def test_resubscribe_with_fresh_token_replaces_identity(harness: Harness) 
 
 async def test_resubscribe_as_another_user_closes_4003(harness: Harness) -> None:
     async with harness.subscribed(token("alice")) as ws:
-        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token("bob")}))
+        await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token("bob")}))
         assert (await recv_json(ws))["error"] == "identity_changed"
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
@@ -128,17 +130,31 @@ async def test_unsubscribe_stops_delivery_and_keeps_socket(harness: Harness, aut
         await ws.send_message('{"@type": "unsubscribe"}')
         assert (await recv_json(ws))["@type"] == "unsubscribed"
         await harness.publish(TREE, tree_event("/ds/common/a.txt"))
-        await expect_nothing(ws, 60)
-        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token()}))
+        await expect_nothing(ws, harness.gateway.settings.subscribe_timeout / 2)
+        await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token()}))
         assert (await recv_json(ws))["@type"] == "subscribed"
         await harness.publish(TREE, tree_event("/ds/common/b.txt", "n-b"))
         assert (await recv_json(ws))["Target"]["Path"] == "common-files/b.txt"
 
 
+async def test_unsubscribed_session_must_subscribe_again_in_time(
+    harness: Harness, autojump_clock: object
+) -> None:
+    async with harness.subscribed(token()) as ws:
+        await ws.send_message('{"@type": "unsubscribe"}')
+        assert (await recv_json(ws))["@type"] == "unsubscribed"
+        start = trio.current_time()
+        assert (await recv_json(ws, 60))["error"] == "subscribe_timeout"
+        assert trio.current_time() - start <= harness.gateway.settings.subscribe_timeout + 1
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        assert closed.value.reason.code == 4001
+
+
 async def test_resubscribe_extends_token_expiry(harness: Harness, autojump_clock: object) -> None:
     async with harness.subscribed(token(ttl=60)) as ws:
         await trio.sleep(50)
-        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token(ttl=3600)}))
+        await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token(ttl=3600)}))
         assert (await recv_json(ws))["@type"] == "subscribed"
         await expect_nothing(ws, 100)  # past the first token's expiry: still open
 
@@ -156,7 +172,7 @@ async def test_keepalive_unanswered_closes_4002(harness: Harness, autojump_clock
         nursery.start_soon(harness.gateway.websocket.serve_stream, server_stream, "local")
         client = RawClient(client_stream)
         await client.handshake()
-        await client.send_json({"@type": "subscribe", "jwt": token()})
+        await client.send_json({"@type": "subscribe", "ack": True, "jwt": token()})
         start = trio.current_time()
         with trio.fail_after(120):
             while len(harness.gateway.hub.sessions) == 1 and await client.receive_some():
@@ -179,7 +195,7 @@ async def test_slow_consumer_closed_4008_without_delaying_others(
             stuck_connection.start_soon(harness.gateway.websocket.serve_stream, server_stream, "stuck")
             stuck = RawClient(client_stream)
             await stuck.handshake()
-            await stuck.send_json({"@type": "subscribe", "jwt": token("stuck")})
+            await stuck.send_json({"@type": "subscribe", "ack": True, "jwt": token("stuck")})
             async with harness.subscribed(token("healthy")) as healthy:
                 start = trio.current_time()
                 for i in range(1000):
@@ -262,7 +278,7 @@ async def test_origin_allow_list(
     headers = [(b"Origin", origin.encode())] if origin else []
     if accepted:
         async with harness.connect(headers=headers) as ws:
-            await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token()}))
+            await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token()}))
             assert (await recv_json(ws))["@type"] == "subscribed"
     else:
         refused = await harness.refusal(headers=headers)
@@ -344,7 +360,7 @@ async def test_keepalive_closes_a_peer_that_cannot_even_take_the_ping(
             connection.start_soon(harness.gateway.websocket.serve_stream, server_stream, "stuck")
             client = RawClient(client_stream)
             await client.handshake()
-            await client.send_json({"@type": "subscribe", "jwt": token()})
+            await client.send_json({"@type": "subscribe", "ack": True, "jwt": token()})
             while not client.texts():
                 await client.receive_some()
             # From now on the client reads nothing: the keepalive ping itself cannot be written.

@@ -113,7 +113,7 @@ def _sessions_at(admin_port: int, count: int) -> Callable[[], Awaitable[bool]]:
 async def test_slow_peers_unanswered_pings_close_4002_and_answering_client_stays() -> None:
     with trio.fail_after(30):
         async with gateway_process(env=gateway_env(**KEEPALIVE)) as gw, ws_client(f"{gw.ws_url}/ws") as good:
-            await good.send_message(json.dumps({"@type": "subscribe", "jwt": token()}))
+            await good.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": token()}))
             assert (await recv_json(good))["@type"] == "subscribed"
             mute = await raw_client(gw.ws_port, jwt=token("mute"))  # reads everything, answers nothing
             started = trio.current_time()

@@ -252,7 +252,9 @@ class Connection(asyncio.Protocol):
             self.abort()
             return b""
         self._upgraded = True
-        self.send(OP_TEXT, json.dumps({"@type": "subscribe", "jwt": self.session.token}).encode())
+        self.send(
+            OP_TEXT, json.dumps({"@type": "subscribe", "ack": True, "jwt": self.session.token}).encode()
+        )
         return data[end + 4 :]
 
     def _on_frame(self, opcode: int, payload: bytes) -> None:

@@ -66,3 +66,7 @@ class Bus(Protocol):
     def connected(self) -> bool:
         """False while a remote engine is unreachable (readiness reports it)."""
         ...
+
+    def subject(self, topic: str) -> str:
+        """Where the engine carries ``topic`` (for logs: Cells' subjects are prefixed)."""
+        ...

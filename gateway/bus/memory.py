@@ -68,6 +68,9 @@ class MemoryBus:
         for subscription in list(self._subscribers.get(topic, ())):
             await subscription._deliver(data)
 
+    def subject(self, topic: str) -> str:
+        return topic
+
     async def flush(self) -> None:
         """Nothing to wait for: a publish returns once every subscriber has the message."""
         await trio.lowlevel.checkpoint()

@@ -64,6 +64,7 @@ from gateway.bus.nats_protocol import (
     unsub,
 )
 from gateway.metrics import Metrics
+from gateway.topics import EVENT_TOPICS
 
 log = logging.getLogger("gateway.bus.nats")
 
@@ -101,8 +102,9 @@ class _ConnectionLost(Exception):
 class NatsSubscription:
     """One SUB: messages of one topic in broker order, in a bounded queue the reader never awaits."""
 
-    def __init__(self, topic: str, sid: int, size: int, metrics: Metrics) -> None:
+    def __init__(self, topic: str, subject: str, sid: int, size: int, metrics: Metrics) -> None:
         self.topic = topic
+        self.subject = subject
         self.sid = sid
         self._size = size
         self._send, self._receive = trio.open_memory_channel[bytes](size)
@@ -200,8 +202,11 @@ class NatsBus:
         reconnect_min: float = 0.1,
         reconnect_max: float = 5.0,
         tls_ca_file: str | None = None,
+        cells_subject_prefix: str | None = None,
     ) -> None:
         self._servers = parse_servers(url)
+        # Event topics read on Cells' own subjects (bus_format = "cells"), never published on.
+        self._cells_prefix = cells_subject_prefix
         self._metrics = metrics
         self._queue_size = queue_size
         self._max_buffer_bytes = max_buffer_bytes
@@ -238,6 +243,11 @@ class NatsBus:
     def connected(self) -> bool:
         return self._conn is not None
 
+    def subject(self, topic: str) -> str:
+        if self._cells_prefix is not None and topic in EVENT_TOPICS:
+            return f"{self._cells_prefix}/{topic}"
+        return topic
+
     # -- Bus protocol --------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -266,6 +276,8 @@ class NatsBus:
             raise BusError("bus is closed")
         if len(data) > self._max_payload:
             raise BusError(f"message of {len(data)} bytes is over the broker's limit of {self._max_payload}")
+        if self.subject(topic) != topic:
+            raise BusError(f"{topic} is read from Cells' subjects: the gateway never publishes there")
         try:
             frame = pub(topic, data)
         except ValueError as exc:
@@ -280,13 +292,14 @@ class NatsBus:
     @asynccontextmanager
     async def subscribe(self, topic: str) -> AsyncIterator[NatsSubscription]:
         """SUB now if connected (and wait, bounded, for the broker to confirm), else on connect."""
+        subject = self.subject(topic)
         try:
-            check_subject(topic, wildcards=True)
+            check_subject(subject, wildcards=True)
         except ValueError as exc:
             raise BusError(str(exc)) from None
         sid = self._next_sid
         self._next_sid += 1
-        subscription = NatsSubscription(topic, sid, self._queue_size, self._metrics)
+        subscription = NatsSubscription(topic, subject, sid, self._queue_size, self._metrics)
         self._subscriptions[sid] = subscription
         try:
             await self._send_sub(subscription)
@@ -403,7 +416,7 @@ class NatsBus:
         self._conn = conn
         self._max_payload = conn.max_payload
         for sid, subscription in self._subscriptions.items():
-            conn.send_control(sub(subscription.topic, sid))
+            conn.send_control(sub(subscription.subject, sid))
         self._wakeup.set()
         self._progress.set()
         self._progress = trio.Event()
@@ -528,7 +541,7 @@ class NatsBus:
         if conn is None:
             await trio.lowlevel.checkpoint()
             return
-        conn.send_control(sub(subscription.topic, subscription.sid))
+        conn.send_control(sub(subscription.subject, subscription.sid))
         self._wakeup.set()
         with trio.move_on_after(self._connect_timeout):
             await self._round_trip(conn)

@@ -369,6 +369,16 @@ def _parse_server(url: str) -> ServerAddress:
     return ServerAddress(host, port, parts.scheme == "tls", token=user)
 
 
+def cells_subject_prefix(url: str) -> str:
+    """The prefix of Cells' subjects for its broker URL: the host[:port] exactly as written.
+
+    Cells builds a topic's subject as ``path.Join(u.Host, topic)``: user and password are not part
+    of it, the port only when the URL writes one, and ``localhost`` is not ``127.0.0.1``.
+    """
+    first = url.split(",")[0].strip()
+    return urlsplit(first).netloc.rpartition("@")[2]
+
+
 def _redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url

@@ -1,37 +1,41 @@
 """Who may join which room, and whether they may post there.
 
 - ``GLOBAL``: authenticated users of profile *standard* or above.
-- ``WORKSPACE`` (RoomTypeObject = workspace uuid): members of that workspace; posting needs
-  the workspace's ``w`` permission, so read-only members can read but not post.
+- ``WORKSPACE`` (RoomTypeObject = workspace uuid): members of that workspace; every member who
+  may read it may post, as in Cells.
 - ``USER`` (RoomTypeObject = the other user's login): only the two users; both open the same room.
 - ``NODE`` (RoomTypeObject = node uuid): only when a :class:`NodeAccess` check allows: the HTTP
-  callback to the platform, or, for development only, ``open``. Without either they are refused.
+  callback to the platform (Cells v5's own ``/a/n/node/{uuid}`` in cells identity mode), or, for
+  development only, ``open``. Without either they are refused.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 from urllib.parse import quote
 
-from gateway import httpclient
 from gateway.chat.protocol import GLOBAL, NODE, USER, WORKSPACE, RoomRef, user_room_key
+from gateway.httpclient import HttpClient, HttpError
 from gateway.identity import Identity
 from gateway.protocol import ErrorCode, ProtocolError
+
+log = logging.getLogger("gateway.chat")
 
 CACHE_SIZE: Final = 10000
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What a successful access check yields: where the room is stored, and posting rights."""
+    """What a successful access check yields: where the room is stored. Members may all post."""
 
     type: str
     type_object: str
-    can_post: bool
 
 
 class NodeAccess(Protocol):
@@ -62,22 +66,23 @@ class HttpNodeAccess:
 
     2xx means allowed; 401, 403 and 404 mean refused; anything else (or no answer in time) means
     the check is unavailable and is not cached. Answers are cached per (user, node) for
-    ``cache_seconds``, in a bounded LRU.
+    ``cache_seconds``, in a bounded LRU. In cells identity mode on Cells v5 the URL is Cells' own
+    ``/a/n/node/{uuid}``.
     """
 
     def __init__(
         self,
         url_template: str,
+        http: HttpClient,
         *,
         cache_seconds: float = 30.0,
-        timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if "{uuid}" not in url_template:
             raise ValueError("node_check_url must contain {uuid}")
-        self._template = url_template
+        self.url_template = url_template
+        self._http = http
         self._ttl = cache_seconds
-        self._timeout = timeout
         self._clock = clock
         self._cache: OrderedDict[tuple[str, str], tuple[bool, float]] = OrderedDict()
 
@@ -95,18 +100,74 @@ class HttpNodeAccess:
         return answer
 
     async def _ask(self, token: str, node_uuid: str) -> bool:
-        url = self._template.replace("{uuid}", quote(node_uuid, safe=""))
+        url = self.url_template.replace("{uuid}", quote(node_uuid, safe=""))
         try:
-            response = await httpclient.request(
-                "GET", url, headers={"authorization": f"Bearer {token}"}, deadline=self._timeout
-            )
-        except httpclient.HttpError as exc:
+            response = await self._http.request("GET", url, token=token)
+        except HttpError as exc:
             raise _unavailable(str(exc)) from None
         if 200 <= response.status < 300:
             return True
         if response.status in (401, 403, 404):
             return False
         raise _unavailable(f"the platform answered {response.status}")
+
+
+CELLS_NODE_ROUTE: Final = "/a/n/node/{uuid}"
+FIRST_VERSION_WITH_NODE_ROUTE: Final = 5
+
+
+class CellsNodeAccess:
+    """cells identity: Cells v5 says itself whether a user may read a node (``GET /a/n/node/{uuid}``
+    with their token); Cells v4 has no such route, so ``node_check_url`` if set, else refused.
+
+    Cells' version comes from its discovery document at start; if Cells cannot tell yet, it is
+    asked again at the next NODE room request.
+    """
+
+    def __init__(
+        self,
+        cells_url: str,
+        version: Callable[[], Awaitable[str | None]],
+        http: HttpClient,
+        fallback: NodeAccess,
+        *,
+        cache_seconds: float,
+    ) -> None:
+        route = cells_url.rstrip("/") + CELLS_NODE_ROUTE
+        self._rest = HttpNodeAccess(route, http, cache_seconds=cache_seconds)
+        self._version = version
+        self._fallback = fallback
+        self._chosen: NodeAccess | None = None
+
+    async def prepare(self) -> None:
+        """Find out which check applies; says so in the log. Never raises for an unreachable Cells."""
+        try:
+            version = await self._version()
+        except ProtocolError as exc:
+            log.warning("cannot ask Cells its version yet (%s); NODE rooms decided at first use", exc.message)
+            return
+        if version is None:
+            log.warning("Cells did not say its version; NODE rooms decided at first use")
+            return
+        if _major(version) >= FIRST_VERSION_WITH_NODE_ROUTE:
+            self._chosen = self._rest
+            log.info("Cells %s: NODE rooms checked with %s", version, CELLS_NODE_ROUTE)
+        else:
+            self._chosen = self._fallback
+            what = "use node_check_url" if isinstance(self._fallback, HttpNodeAccess) else "are refused"
+            log.info("Cells %s has no %s route: NODE rooms %s", version, CELLS_NODE_ROUTE, what)
+
+    async def allowed(self, identity: Identity, token: str, node_uuid: str) -> bool:
+        if self._chosen is None:
+            await self.prepare()
+        if self._chosen is None:
+            raise _unavailable("Cells did not say its version")
+        return await self._chosen.allowed(identity, token, node_uuid)
+
+
+def _major(version: str) -> int:
+    digits = re.match(r"v?(\d+)", version.strip())
+    return int(digits.group(1)) if digits else 0
 
 
 def _unavailable(detail: str) -> ProtocolError:
@@ -118,18 +179,18 @@ async def check_room(identity: Identity, token: str, room: RoomRef, nodes: NodeA
     if room.type == GLOBAL:
         if not identity.has_profile("standard"):
             raise _forbidden("the global room is for users of profile standard or above")
-        return Grant(GLOBAL, room.type_object, can_post=True)
+        return Grant(GLOBAL, room.type_object)
     if room.type == WORKSPACE:
         workspace = identity.workspace(room.type_object)
         if workspace is None:
             raise _forbidden("you are not a member of this workspace")
-        return Grant(WORKSPACE, workspace.uuid, can_post=workspace.can_write)
+        return Grant(WORKSPACE, workspace.uuid)
     if room.type == USER:
-        return Grant(USER, user_room_key(identity.user, room.type_object), can_post=True)
+        return Grant(USER, user_room_key(identity.user, room.type_object))
     if room.type == NODE:
         if not await nodes.allowed(identity, token, room.type_object):
             raise _forbidden("you cannot see this node")
-        return Grant(NODE, room.type_object, can_post=True)
+        return Grant(NODE, room.type_object)
     raise ProtocolError(ErrorCode.UNKNOWN_ROOM_TYPE, f"rooms of type {room.type} cannot be joined")
 
 

@@ -114,6 +114,8 @@ class Message(Base):
     timestamp: Mapped[float] = mapped_column(Double)
     edits: Mapped[str] = mapped_column(Text, server_default=sql_text("'[]'"))
     """JSON list of ``{"text", "timestamp"}``: each earlier text and when it was replaced."""
+    info: Mapped[str] = mapped_column(Text, server_default=sql_text("'{}'"))
+    """JSON object of strings: the client's ``Info`` map, sent back with the message."""
     deleted_at: Mapped[float | None] = mapped_column(Double)
 
 

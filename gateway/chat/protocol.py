@@ -55,11 +55,15 @@ _MESSAGE_FIELDS: Final = {
     "Message": str,
     "Author": str,
     "Timestamp": (int, str),
-    "Info": str,
+    "Info": dict,
     "Activity": dict,
     "ClientMessageId": str,
 }
 _MAX_ID: Final = 128
+# Info (Cells' ChatMessage.Info, map<string, string>): kept and sent back as data, never markup.
+MAX_INFO_ENTRIES: Final = 32
+MAX_INFO_KEY: Final = 128
+MAX_INFO_VALUE: Final = 4096
 _MAX_TYPE_OBJECT: Final = 512
 _MAX_LABEL: Final = 256
 
@@ -80,6 +84,7 @@ class MessageIn:
     room_uuid: str | None
     text: str | None
     client_id: str | None
+    info: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +178,22 @@ def _message(raw: object) -> MessageIn:
         room_uuid=_bounded(fields.get("RoomUuid"), "Message.RoomUuid", _MAX_ID) or None,
         text=fields.get("Message"),
         client_id=_bounded(fields.get("ClientMessageId"), "Message.ClientMessageId", _MAX_ID) or None,
+        info=_info(fields.get("Info")),
     )
+
+
+def _info(raw: dict[str, Any] | None) -> dict[str, str] | None:
+    """``Message.Info``: a map of strings, bounded in entries and sizes."""
+    if not raw:
+        return None
+    if len(raw) > MAX_INFO_ENTRIES:
+        raise bad(f"Message.Info holds at most {MAX_INFO_ENTRIES} entries")
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            raise bad("Message.Info values must be strings")
+        if len(key) > MAX_INFO_KEY or len(value) > MAX_INFO_VALUE:
+            raise bad(f"Message.Info keys are at most {MAX_INFO_KEY} and values {MAX_INFO_VALUE} characters")
+    return dict(raw)
 
 
 def _checked(raw: object, name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -269,6 +289,8 @@ def message_json(record: MessageRecord) -> JsonObject:
     }
     if record.client_id:
         out["ClientMessageId"] = record.client_id
+    if record.info:
+        out["Info"] = dict(record.info)
     if record.edits:
         out["Edited"] = str(int(record.edits[-1].timestamp))
     return out

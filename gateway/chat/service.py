@@ -79,11 +79,10 @@ class _StoreOutage:
 
 @dataclass(slots=True)
 class Joined:
-    """A room one session has joined, and what it may do there."""
+    """A room one session has joined."""
 
     room: RoomRecord
     ref: RoomRef
-    can_post: bool
     # While the JOIN's history page is read and sent, live frames wait here with the Seq of the
     # post they carry (None for anything else), so a post can't arrive both live and in the page.
     held: list[tuple[int | None, bytes]] | None = None
@@ -186,7 +185,7 @@ class ChatService:
         """On re-subscribe, keep only the rooms the new token still grants, and say which went."""
         for room_uuid, joined in list(self._joined.get(session, {}).items()):
             try:
-                grant = await check_room(identity, session.token, joined.ref, self.nodes)
+                await check_room(identity, session.token, joined.ref, self.nodes)
             except ProtocolError as err:
                 if err.code == ErrorCode.NODE_CHECK_UNAVAILABLE:
                     continue  # nobody can tell now: keep the room until someone can
@@ -195,8 +194,6 @@ class ChatService:
                 session.fail(
                     ErrorCode.ROOM_FORBIDDEN, f"you left the room: {err.message}", RoomUuid=room_uuid
                 )
-            else:
-                joined.can_post = grant.can_post
 
     async def on_unsubscribed(self, session: Session) -> None:
         self._leave_all(session)
@@ -237,13 +234,27 @@ class ChatService:
         if request.is_ping:
             await self._ping(session, identity, request.room)
             return
-        ref = await self._join_target(identity, request.room)
+        await self._enter(session, identity, request.room, create=True)
+
+    async def _enter(
+        self, session: Session, identity: Identity, named: RoomRef, *, create: bool
+    ) -> Joined | None:
+        """Join a room when access allows: a JOIN creates it if missing; a heartbeat or a request for
+        a room the session is not in (Cells' client after a reconnect) only re-attaches to it."""
+        ref = await self._join_target(identity, named, missing_ok=not create)
+        if ref is None:
+            return None  # nothing to re-attach to
         grant = await check_room(identity, session.token, ref, self.nodes)
         rejoin = self._check_room_limit(session, grant)
         now = self.clock()
-        room = await self.store.find_or_create_room(grant.type, grant.type_object, ref.label, now=now)
+        if create:
+            room = await self.store.find_or_create_room(grant.type, grant.type_object, ref.label, now=now)
+        elif (found := await self.store.find_room(grant.type, grant.type_object)) is not None:
+            room = found
+        else:
+            return None
         await self.store.touch_member(room.uuid, identity.user, now=now)
-        entry = Joined(room, ref, grant.can_post, held=[] if self.settings.chat_history_on_join else None)
+        entry = Joined(room, ref, held=[] if self.settings.chat_history_on_join else None)
         self._attach(session, entry)
         try:
             users = await self._open_room(session, entry)
@@ -255,12 +266,27 @@ class ChatService:
         await self._publish(
             {"kind": "room", "room": _room_dict(room), "users": users, "skip": self._session_key(session)}
         )
+        return entry
 
-    async def _join_target(self, identity: Identity, ref: RoomRef) -> RoomRef:
-        """The room a JOIN names: by Type and RoomTypeObject, or by the Uuid of a stored room."""
+    async def _member_room(self, session: Session, identity: Identity, ref: RoomRef) -> Joined:
+        """The joined room ``ref`` names, re-attached first if need be; else NOT_MEMBER."""
+        joined = self._joined_room(session, identity, ref)
+        if joined is None:
+            joined = await self._enter(session, identity, ref, create=False)
+        if joined is None:
+            raise ProtocolError(ErrorCode.NOT_MEMBER, "join the room first")
+        return joined
+
+    async def _join_target(
+        self, identity: Identity, ref: RoomRef, *, missing_ok: bool = False
+    ) -> RoomRef | None:
+        """The room a JOIN names: by Type and RoomTypeObject, or by the Uuid of a stored room
+        (a Uuid of no room: None with ``missing_ok``, else room_forbidden)."""
         if ref.type_object or not ref.uuid:
             return ref
         room = await self.store.room(ref.uuid)
+        if room is None and missing_ok:
+            return None
         if room is None:
             raise ProtocolError(ErrorCode.ROOM_FORBIDDEN, "no such room, or not yours")
         type_object = room.type_object
@@ -299,13 +325,19 @@ class ChatService:
         return users
 
     async def _ping(self, session: Session, identity: Identity, ref: RoomRef) -> None:
-        joined = self._find_joined(session, identity, ref)
+        joined = self._joined_room(session, identity, ref)
+        if joined is None:  # after a reconnect or a restart: the heartbeat brings the session back
+            await self._enter(session, identity, ref, create=False)
+            return
         if await self.store.touch_member(joined.room.uuid, identity.user, now=self.clock()):
             await self._announce_members(joined.room.uuid)  # came back after timing out
 
     async def _leave(self, session: Session, identity: Identity, request: ChatRequest) -> None:
         assert request.room is not None
-        room = self._find_joined(session, identity, request.room).room
+        joined = self._joined_room(session, identity, request.room)
+        if joined is None:
+            return  # leaving a room one is not in: nothing to do, nothing to say (as in Cells)
+        room = joined.room
         self._detach(session, room.uuid)
         removed = not self._user_present(room.uuid, identity.user) and await self.store.remove_member(
             room.uuid, identity.user
@@ -318,11 +350,7 @@ class ChatService:
     async def _post(self, session: Session, identity: Identity, request: ChatRequest) -> None:
         assert request.message is not None and request.message.text is not None
         room_uuid = request.room_uuid or ""
-        joined = self._joined.get(session, {}).get(room_uuid)
-        if joined is None:
-            raise ProtocolError(ErrorCode.NOT_MEMBER, "join the room before posting to it")
-        if not joined.can_post:
-            raise ProtocolError(ErrorCode.READ_ONLY, "you can read this room but not post to it")
+        await self._member_room(session, identity, RoomRef(room_uuid, chat.GLOBAL, "", ""))
         text = self._clean_text(request.message.text)
         self._check_post_rate(identity.user)
         with self._write_then_share():
@@ -331,7 +359,12 @@ class ChatService:
                 await self._publish({"kind": "edit", "message": chat.message_json(record)})
                 return
             record, created = await self.store.post(
-                room_uuid, identity.user, text, client_id=request.message.client_id, now=self.clock()
+                room_uuid,
+                identity.user,
+                text,
+                client_id=request.message.client_id,
+                now=self.clock(),
+                info=request.message.info,
             )
             if not created:  # a retry of a POST already stored: acknowledge it to the sender only
                 session.send_json(chat.message_json(record))
@@ -382,7 +415,7 @@ class ChatService:
 
     async def _history(self, session: Session, identity: Identity, request: ChatRequest) -> None:
         assert request.room is not None
-        joined = self._find_joined(session, identity, request.room)
+        joined = await self._member_room(session, identity, request.room)
         page = chat.parse_page(request.message)
         users = await self.store.members(joined.room.uuid)
         await self._send_history(session, joined.room, users, page)
@@ -429,7 +462,7 @@ class ChatService:
         if not limiter.allow(now):
             raise ProtocolError(ErrorCode.POST_RATE_LIMITED, "too many posts; slow down")
 
-    def _find_joined(self, session: Session, identity: Identity, ref: RoomRef) -> Joined:
+    def _joined_room(self, session: Session, identity: Identity, ref: RoomRef) -> Joined | None:
         rooms = self._joined.get(session, {})
         if ref.uuid:
             found = rooms.get(ref.uuid)
@@ -442,8 +475,6 @@ class ChatService:
             found = next(
                 (j for j in rooms.values() if j.room.type == ref.type and j.room.type_object == wanted), None
             )
-        if found is None:
-            raise ProtocolError(ErrorCode.NOT_MEMBER, "join the room first")
         return found
 
     def _attach(self, session: Session, joined: Joined) -> None:

@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -121,6 +121,7 @@ class MessageRecord:
     client_id: str | None
     edits: tuple[Edit, ...]
     deleted: bool
+    info: Mapping[str, str] = field(default_factory=dict)
 
 
 class StoreError(Exception):
@@ -206,6 +207,7 @@ class _Post:
     text: str
     client_id: str | None
     now: float
+    info: tuple[tuple[str, str], ...] = ()
 
     def __call__(self, connection: Connection) -> tuple[MessageRecord, bool]:
         return _post_many(connection, [self])[0].unwrap()
@@ -410,6 +412,10 @@ class ChatStore:
             partial(_create_room, type=type, type_object=type_object, label=label, now=now)
         )
 
+    async def find_room(self, type: str, type_object: str) -> RoomRecord | None:
+        """The room of (Type, RoomTypeObject), or None; never creates one."""
+        return await self._read(partial(_find_room, type=type, type_object=type_object))
+
     async def room(self, uuid: str) -> RoomRecord | None:
         """The room with this uuid, or None."""
         return await self._read(partial(_room, room_uuid=uuid))
@@ -417,11 +423,18 @@ class ChatStore:
     # --- messages ----------------------------------------------------------------------------
 
     async def post(
-        self, room_uuid: str, author: str, text: str, *, client_id: str | None, now: float
+        self,
+        room_uuid: str,
+        author: str,
+        text: str,
+        *,
+        client_id: str | None,
+        now: float,
+        info: Mapping[str, str] | None = None,
     ) -> tuple[MessageRecord, bool]:
         """Store a new message; ``created`` is False when (room, author, client_id) was already stored,
         and the stored record comes back unchanged (a client's retry is not a second message)."""
-        return await self._write(_Post(room_uuid, author, text, client_id, now))
+        return await self._write(_Post(room_uuid, author, text, client_id, now, tuple((info or {}).items())))
 
     async def edit(
         self, message_uuid: str, editor: str, text: str, *, now: float, room_uuid: str | None = None
@@ -587,7 +600,7 @@ _ROOM_COLUMNS: Final = (
 )
 _MESSAGE_COLUMNS: Final = tuple(
     _messages.c[name]
-    for name in ("uuid", "seq", "author", "text", "timestamp", "client_id", "edits", "deleted_at")
+    for name in ("uuid", "seq", "author", "text", "timestamp", "client_id", "edits", "deleted_at", "info")
 )
 _NOW: Final[BindParameter[float]] = bindparam("p_now", type_=Double())
 
@@ -663,6 +676,7 @@ def _message_record(row: AnyRow, room_uuid: str) -> MessageRecord:
         client_id=row.client_id,
         edits=edits,
         deleted=row.deleted_at is not None,
+        info=json.loads(row.info),
     )
 
 
@@ -824,6 +838,7 @@ def _new_record(post: _Post, seq: int) -> MessageRecord:
         post.client_id,
         (),
         deleted=False,
+        info=dict(post.info),
     )
 
 
@@ -837,6 +852,7 @@ def _message_row(room_id: int, record: MessageRecord) -> dict[str, Any]:
         "text": record.text,
         "timestamp": record.timestamp,
         "edits": "[]",
+        "info": json.dumps(dict(record.info), separators=(",", ":")),
     }
 
 
@@ -869,9 +885,11 @@ def _delete(
     row = _live_message_for_update(connection, message_uuid)
     if row.author != user and not is_admin:
         raise Forbidden("only the author of a message or an administrator may delete it")
-    # The edit history goes too: it holds the very text being deleted.
-    connection.execute(_UPDATE_MESSAGE, {"p_id": row.id, "text": "", "edits": "[]", "deleted_at": now})
-    return replace(_message_record(row, row.room_uuid), text="", edits=(), deleted=True)
+    # The edit history and the Info map go too: they may hold the very content being deleted.
+    connection.execute(
+        _UPDATE_MESSAGE, {"p_id": row.id, "text": "", "edits": "[]", "info": "{}", "deleted_at": now}
+    )
+    return replace(_message_record(row, row.room_uuid), text="", edits=(), deleted=True, info={})
 
 
 def _page(

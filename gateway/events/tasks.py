@@ -1,8 +1,9 @@
 """Job task events (``TaskChangeEvent``): to the user who triggered the task.
 
 Tasks owned by the platform's system user go to every admin session instead. The message is the
-platform's ``{"TaskUpdated": {...}, "Job": {...}}`` unchanged, which is how the browser client
-recognises it.
+platform's event whole (``TaskUpdated``, ``Job``, ``NanoStamp``, ``StatusMeta``): the browser
+recognises it by ``TaskUpdated`` and ``Job`` and drops updates older than the last ``NanoStamp``
+it saw for the job.
 """
 
 from __future__ import annotations
@@ -19,7 +20,4 @@ def route(event: JsonObject) -> list[Delivery]:
     if not isinstance(owner, str) or not owner:
         return []
     audience: Audience = ToAdmins() if owner == SYSTEM_USER else ToUser(owner)
-    message: JsonObject = {"TaskUpdated": task}
-    if "Job" in event:
-        message["Job"] = event["Job"]
-    return [Delivery(message, (audience,))]
+    return [Delivery(dict(event), (audience,))]

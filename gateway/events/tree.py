@@ -1,9 +1,13 @@
 """Tree and meta events (``NodeChangeEvent``): per-workspace visibility, path rewrite, policies.
 
-For each workspace whose root covers the node, one message: paths rewritten to
-``<slug>/<path below root>``, ``MetaStore.EventWorkspaceId`` set to the JSON-encoded workspace
-uuid, every ``pydio:*`` meta removed. A node is *visible* in a workspace when it lies at or below
-one of its roots and no segment below that root starts with ``.`` (``.pydio`` included). Only
+For each workspace whose root covers the node, one message: paths rewritten as the platform's
+output filters do (``<slug>/<path below root>``; ``<slug>/<root key>/<path below root>`` in a
+workspace of several roots; the root itself as ``<slug>/`` with ``MetaStore.ws_root``),
+``MetaStore.EventWorkspaceId`` set to the JSON-encoded workspace uuid, every ``pydio:*`` meta
+removed. A node is *visible* in a workspace when it lies at or below one of its roots, no segment
+below that root starts with ``.`` (``.pydio`` included), and no sub-folder access rule of the
+workspace hides it; both Source and Target are checked (the platform checks only the Target, and
+so leaks the names of nodes moved out of, or deleted from, a folder the user may not see). Only
 ``Type``, ``Source`` and ``Target`` are forwarded, as the platform does.
 """
 
@@ -33,6 +37,9 @@ DEBOUNCED_TYPES: Final = frozenset({CREATE, UPDATE_CONTENT, UPDATE_META})
 RESERVED_META_PREFIX: Final = "pydio:"
 META_POLICIES: Final = "pydio:meta-policies"
 WORKSPACE_META: Final = "EventWorkspaceId"
+# The platform flags a workspace root node (a JSON-encoded string, like every MetaStore value).
+ROOT_META: Final = "ws_root"
+ROOT_META_VALUE: Final = '"true"'
 
 
 def event_type(event: JsonObject) -> str:
@@ -59,8 +66,8 @@ def route(event: JsonObject, covering: Covering) -> list[Delivery]:
     roots = _roots_by_workspace(covering, source_path, target_path)
     deliveries = []
     for ws, (source_root, target_root) in roots.items():
-        seen_source = _visible(source_path, source_root)
-        seen_target = _visible(target_path, target_root)
+        seen_source = _visible(ws, source_path, source_root)
+        seen_target = _visible(ws, target_path, target_root)
         message = _message(
             kind,
             ws,
@@ -98,10 +105,10 @@ def _roots_by_workspace(
     return found
 
 
-def _visible(path: str | None, root: str | None) -> bool:
+def _visible(ws: Workspace, path: str | None, root: str | None) -> bool:
     if path is None or root is None:
         return False
-    return not paths.has_hidden_segment(paths.relative_to(path, root))
+    return not paths.has_hidden_segment(paths.relative_to(path, root)) and ws.can_read(path)
 
 
 def _message(
@@ -145,14 +152,17 @@ def _rewrite(node: JsonObject, ws: Workspace, root: str | None) -> JsonObject:
     assert root is not None
     path = paths.normalize(node["Path"])
     assert path is not None
+    relative = paths.relative_to(path, root)
     out = dict(node)
-    out["Path"] = paths.join(ws.slug, paths.relative_to(path, root))
+    out["Path"] = paths.join(ws.slug, ws.root_key(root), relative) + ("" if relative else "/")
     meta = node.get("MetaStore")
     clean = (
         {k: v for k, v in meta.items() if not k.startswith(RESERVED_META_PREFIX)}
         if isinstance(meta, dict)
         else {}
     )
+    if not relative:
+        clean[ROOT_META] = ROOT_META_VALUE
     clean[WORKSPACE_META] = json.dumps(ws.uuid)
     out["MetaStore"] = clean
     return out

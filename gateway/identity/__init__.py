@@ -1,6 +1,7 @@
 """Identity: who a session is and what it may see, resolved from the token it presents.
 
 - ``model``  the pure types every other module reads: ``Identity``, ``Workspace``, ``FolderRule``
+- ``resolver`` the ``Resolver`` interface (resolve, refresh, forget)
 - ``jwt``    ``JwtResolver``: tokens verified locally with PyJWT (``identity = "jwt"``, the default)
 - ``mint``   HS256 tokens shaped like the platform's (``gateway token``, the playground)
 - ``cells``  ``CellsResolver``: any token the platform issued, resolved through its REST API
@@ -11,6 +12,6 @@ outside this package knows which resolver produced an Identity. Importing this p
 the pure model.
 """
 
-from gateway.identity.model import PROFILES, SYSTEM_USER, FolderRule, Identity, Resolver, Workspace
+from gateway.identity.model import PROFILES, SYSTEM_USER, FolderRule, Identity, Workspace
 
-__all__ = ["PROFILES", "SYSTEM_USER", "FolderRule", "Identity", "Resolver", "Workspace"]
+__all__ = ["PROFILES", "SYSTEM_USER", "FolderRule", "Identity", "Workspace"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import jwt
+import trio
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -61,6 +62,17 @@ class JwtResolver:
         self._issuer = issuer
         self.leeway = leeway
         self._clock = clock
+
+    refreshes = False  # the claims are the whole truth: nothing to ask anyone again
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+    async def refresh(self, identity: Identity, token: str) -> Identity:
+        return identity
+
+    def forget(self, concerns: Callable[[Identity], bool]) -> None:
+        pass
 
     @property
     def algorithms(self) -> frozenset[str]:

@@ -10,7 +10,7 @@ sub-folder access rules that hide parts of it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final
 
 from gateway.paths import is_within
 
@@ -109,9 +109,3 @@ def _policy_subjects(identity: Identity) -> frozenset[str]:
     subjects.update(f"profile:{p}" for p in PROFILES[: rank + 1])
     subjects.update(f"role:{r}" for r in identity.roles)
     return frozenset(subjects)
-
-
-class Resolver(Protocol):
-    """Turns a raw token into an Identity, or raises AuthError (or PlatformUnavailable)."""
-
-    async def resolve(self, token: str) -> Identity: ...

@@ -131,7 +131,14 @@
     }
     if (!info.token_minting) {
       $("mint-fields").disabled = true;
-      status("mint-status", "this gateway has no jwt_secret: paste a token instead", "error");
+      const why = info.identity === "cells"
+        ? "identity = cells: paste a token Cells issued (a personal access token, or the Bearer token of a logged-in page)"
+        : "this gateway has no jwt_secret: paste a token instead";
+      status("mint-status", why, "error");
+    }
+    if (info.publishing === false) {
+      $("publish-form").querySelector("fieldset").disabled = true;
+      status("publish-status", "bus_format = cells: events come from Cells itself", "");
     }
   }
 
@@ -245,7 +252,7 @@
     const socket = new WebSocket(wsUrl(info.paths.events));
     events = socket;
     status("events-status", "connecting...", "");
-    socket.onopen = () => socket.send(JSON.stringify({ "@type": "subscribe", jwt: token() }));
+    socket.onopen = () => socket.send(JSON.stringify({ "@type": "subscribe", ack: true, jwt: token() }));
     socket.onmessage = (e) => {
       try {
         onEventFrame(JSON.parse(e.data));
@@ -306,7 +313,7 @@
     chat.socket = socket;
     chat.live = false;
     status("chat-status", "connecting...", "");
-    socket.onopen = () => socket.send(JSON.stringify({ "@type": "subscribe", jwt: token() }));
+    socket.onopen = () => socket.send(JSON.stringify({ "@type": "subscribe", ack: true, jwt: token() }));
     socket.onmessage = (e) => {
       try {
         onChatFrame(JSON.parse(e.data));
