@@ -16,7 +16,10 @@ Where things live (one concept per module):
 - ``refresh``    cells identity: re-resolve the sessions an identity event touches
 - ``hub``        session registry, audience indexes, fan-out without awaiting any session
 - ``session``    per-connection state: outbox, rate limit, close requests
-- ``server``     the WebSocket listener: handshake checks, reader and writer loops
+- ``timers``     a session's deadlines (subscribe, token expiry, keepalive) as a pure state machine
+- ``server``     the WebSocket listener: handshake, reader and writer loops, timer checks
+- ``handshake``  who may open a WebSocket: paths, Origin, limits, and the refusals (pure)
+- ``endpoints``  what each socket path adds: the events socket; the chat socket is ``chat``
 - ``wsconn``     the only place that reaches into trio-websocket internals
 - ``dispatch``   topic subscription tasks: bus -> debounce -> routing -> hub
 - ``admin``      the admin HTTP listener (h11): health, metrics, publish API

@@ -18,11 +18,11 @@ from typing import Final
 import trio
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.admin import AdminServer
-from gateway.bus import Bus
+from gateway.admin.server import AdminServer
+from gateway.bus.base import Bus
 from gateway.bus.memory import MemoryBus
-from gateway.bus.nats import NatsBus
-from gateway.bus.nats_protocol import cells_subject_prefix
+from gateway.bus.nats.bus import NatsBus
+from gateway.bus.nats.servers import cells_subject_prefix
 from gateway.cells.codec import CellsCodec
 from gateway.chat import migrate
 from gateway.chat.access import CellsNodeAccess, HttpNodeAccess, NodeAccess, NodeRoomsDisabled, OpenNodeAccess
@@ -30,7 +30,9 @@ from gateway.chat.service import ChatService
 from gateway.chat.store import ChatStore
 from gateway.config import ConfigError, Settings
 from gateway.dispatch import Dispatcher
+from gateway.endpoints import EndpointHandler, EventsEndpoint
 from gateway.events.codec import EventCodec, JsonCodec
+from gateway.handshake import CHAT, EVENTS
 from gateway.httpclient import HttpClient
 from gateway.hub import Hub
 from gateway.identity.cells.access import parse_virtual_roots
@@ -40,8 +42,7 @@ from gateway.identity.jwt import JwtResolver
 from gateway.identity.resolver import Resolver
 from gateway.metrics import Metrics
 from gateway.refresh import AccessRefresher
-from gateway.server import EndpointHandler, EventsEndpoint, WebSocketServer
-from gateway.session import CHAT, EVENTS
+from gateway.server import WebSocketServer
 
 log = logging.getLogger("gateway")
 
@@ -180,9 +181,19 @@ def make_bus(settings: Settings, metrics: Metrics) -> Bus:
         prefix = settings.bus_subject_prefix or cells_subject_prefix(settings.bus_url)
     try:
         return NatsBus(
-            settings.bus_url, metrics=metrics, queue_size=settings.bus_queue_size, cells_subject_prefix=prefix
+            settings.bus_url,
+            metrics=metrics,
+            queue_size=settings.bus_queue_size,
+            max_buffer_bytes=settings.nats_max_buffer_bytes,
+            name=settings.nats_name,
+            ping_interval=settings.nats_ping_interval,
+            connect_timeout=settings.nats_connect_timeout,
+            reconnect_min=settings.nats_reconnect_min,
+            reconnect_max=settings.nats_reconnect_max,
+            tls_ca_file=settings.nats_tls_ca_file,
+            cells_subject_prefix=prefix,
         )
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # a malformed URL, an unreadable CA file
         raise ConfigError(f"bus_url: {exc}") from None
 
 
@@ -245,25 +256,33 @@ class Gateway:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    async def run(self, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_services(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Every service but the listeners, in start order; ``started()`` once all accept work.
+
+        ``run`` adds the listeners on top; the tests use this alone and connect sessions directly.
+        The chat database must have been migrated (``migrate_store``).
+        """
         try:
-            await self._run(task_status)
+            async with trio.open_nursery() as services:
+                await services.start(self.resolver.run)
+                await services.start(self.refresher.run)
+                if isinstance(self.nodes, CellsNodeAccess):
+                    await self.nodes.prepare()
+                await services.start(self.bus.run)
+                await services.start(self.store.run)
+                await services.start(self.dispatcher.run)
+                await services.start(self.chat.run)
+                await services.start(self.websocket.run_housekeeping)
+                task_status.started()
         finally:
             if self.http is not None:
                 with trio.CancelScope(shield=True):
                     await self.http.aclose()
 
-    async def _run(self, task_status: trio.TaskStatus[Gateway]) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED) -> None:
         await migrate_store(self.settings.db_url)
         async with trio.open_nursery() as services:
-            await services.start(self.resolver.run)
-            await services.start(self.refresher.run)
-            if isinstance(self.nodes, CellsNodeAccess):
-                await self.nodes.prepare()
-            await services.start(self.bus.run)
-            await services.start(self.store.run)
-            await services.start(self.dispatcher.run)
-            await services.start(self.chat.run)
+            await services.start(self.run_services)
             async with trio.open_nursery() as listener:
                 await listener.start(self.websocket.run)
                 await services.start(self.admin.run)

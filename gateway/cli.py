@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate the configuration and print the effective settings")
     _add_config_flags(check)
+    check.add_argument(
+        "--reference",
+        action="store_true",
+        help="print the reference table of every setting (Markdown) instead",
+    )
 
     migrate = sub.add_parser("migrate", help="create or upgrade the chat database schema, then exit")
     _add_config_flags(migrate)
@@ -188,6 +193,9 @@ def _check_config(args: argparse.Namespace, out: TextIO) -> int:
     """Validate everything ``serve`` would, without listening; print the result, secrets masked."""
     from gateway.app import Gateway
 
+    if args.reference:
+        print(config.reference_markdown(), end="", file=out)
+        return EXIT_OK
     settings = _settings(args)
     Gateway(settings)  # builds (and so checks) every service, without starting any
     for name, value in config.effective(settings).items():

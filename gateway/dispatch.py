@@ -17,7 +17,7 @@ from typing import Final
 
 import trio
 
-from gateway.bus import Bus
+from gateway.bus.base import Bus
 from gateway.config import Settings
 from gateway.events import route
 from gateway.events.codec import BadEvent, EventCodec

@@ -22,12 +22,12 @@ from gateway.events.model import (
     ToWorkspace,
     ToWorkspaceUuid,
 )
+from gateway.handshake import EVENTS
 from gateway.identity import Identity, Workspace
 from gateway.metrics import Metrics
 from gateway.paths import ancestors_and_self
-from gateway.protocol import encode
-from gateway.session import EVENTS, Session
-from gateway.wsconn import text_frame
+from gateway.protocol import json_frame
+from gateway.session import Session
 
 K = TypeVar("K")
 
@@ -158,7 +158,7 @@ class Hub:
                 if identity is None or (delivery.allow is not None and not delivery.allow(identity)):
                     continue
                 if frame is None:
-                    frame = text_frame(encode(delivery.message))
+                    frame = json_frame(delivery.message)
                 session.send(frame)
                 queued += 1
         if queued:

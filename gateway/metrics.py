@@ -117,6 +117,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.presence_dropped = Counter(
+            "gateway_chat_presence_dropped_total",
+            "Chat presence changes not queued (queue full): a departure (presence expiry removes the "
+            "member within the timeout instead) or a return (the session's next PING instead).",
+            ["kind"],
+            registry=r,
+        )
         self.chat_refusals = Counter(
             "gateway_chat_refusals_total",
             "Chat requests refused without an error frame (subscribed without ack), by error code.",

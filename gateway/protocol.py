@@ -240,6 +240,31 @@ def encode(obj: JsonObject) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+_TEXT_FIN: Final = 0x81  # FIN + opcode 1 (text)
+
+
+def text_frame(payload: str) -> bytes:
+    """One complete, unmasked WebSocket text frame carrying ``payload`` (RFC 6455 section 5.2).
+
+    Server frames are not masked, so one encoding serves every recipient. Written here rather than
+    with wsproto's encoder, whose import loads h11 into this sans-IO module; tests check both agree.
+    """
+    data = payload.encode("utf-8")
+    size = len(data)
+    if size < 126:
+        header = bytes((_TEXT_FIN, size))
+    elif size < 1 << 16:
+        header = bytes((_TEXT_FIN, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((_TEXT_FIN, 127)) + size.to_bytes(8, "big")
+    return header + data
+
+
+def json_frame(obj: JsonObject) -> bytes:
+    """``text_frame(encode(obj))``."""
+    return text_frame(encode(obj))
+
+
 def error_frame(code: ErrorCode, message: str, **context: Any) -> JsonObject:
     """``{"@type": "error", "error", "message"}``, plus optional context (e.g. the request type)."""
     return {"@type": "error", "error": str(code), "message": message, **context}

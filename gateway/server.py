@@ -3,8 +3,8 @@
 Each TCP connection runs in its own nursery under a catch-all boundary, so no error in one
 connection can take the listener down (an unhandled error in a trio-websocket handler otherwise
 tears down the whole server). Handshakes are time-boxed; refused handshakes get an HTTP status
-and a JSON body. One task checks every session's timers (subscribe deadline, token expiry, keepalive), so a
-session costs two tasks of ours (reader, writer) plus trio-websocket's reader.
+and a JSON body. One task checks every session's timers (subscribe deadline, token expiry,
+keepalive), so a session costs two tasks of ours (reader, writer) plus trio-websocket's reader.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import json
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
 from functools import partial
-from typing import Final, Protocol
+from typing import Final
 from urllib.parse import urlsplit
 
 import trio
@@ -28,6 +27,8 @@ from trio_websocket import (
 
 from gateway import wsconn
 from gateway.config import Settings, parse_host_port
+from gateway.endpoints import EndpointHandler
+from gateway.handshake import CHAT, ENDPOINT_PATHS, Refusal, allowed_origins, refusal
 from gateway.hub import Hub
 from gateway.identity import Identity
 from gateway.identity.resolver import Resolver
@@ -37,7 +38,6 @@ from gateway.protocol import (
     AuthError,
     CloseCode,
     ErrorCode,
-    JsonObject,
     PlatformUnavailable,
     ProtocolError,
     Subscribe,
@@ -48,11 +48,11 @@ from gateway.protocol import (
     unsubscribed_frame,
     wants_acknowledgements,
 )
-from gateway.session import CHAT, EVENTS, CloseRequest, Flusher, Outbox, RateLimiter, Session
+from gateway.session import CloseRequest, Flusher, Outbox, RateLimiter, Session
+from gateway.timers import SessionTimers, deadline_of
 
 log = logging.getLogger("gateway.server")
 
-ENDPOINT_PATHS: Final = {"/ws": EVENTS, "/ws/event": EVENTS, "/chat": CHAT, "/ws/chat": CHAT}
 # trio-websocket buffers this many complete inbound messages per connection before its reader
 # waits for ours; a few keep pongs and close frames flowing while a message is being handled.
 INBOUND_QUEUE: Final = 4
@@ -61,27 +61,6 @@ INBOUND_QUEUE: Final = 4
 HARD_SIZE_FACTOR: Final = 4
 # How often session timers are checked: their precision, in seconds.
 TIMER_TICK: Final = 0.5
-
-
-class EndpointHandler(Protocol):
-    """What one socket path adds on top of the shared session machinery."""
-
-    async def on_subscribed(self, session: Session, identity: Identity) -> None: ...
-
-    async def on_unsubscribed(self, session: Session) -> None: ...
-
-    async def handle(self, session: Session, message: JsonObject) -> None:
-        """Handle one message of a subscribed session; raise ProtocolError to refuse it."""
-        ...
-
-    async def on_closed(self, session: Session) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    status: int
-    error: str
-    message: str
 
 
 class WebSocketServer:
@@ -100,7 +79,7 @@ class WebSocketServer:
         self.metrics = metrics
         self.ports: list[int] = []
         self.draining = False
-        self._origins = _allowed_origins(settings.allowed_origins)
+        self._origins = allowed_origins(settings.allowed_origins)
         self._accepting: trio.CancelScope | None = None
         self._connections: trio.Nursery | None = None
         self._pending_handshakes = 0
@@ -114,20 +93,25 @@ class WebSocketServer:
         host, port = parse_host_port(self.settings.listen, "listen")
         listeners = await trio.open_tcp_listeners(port, host=_bind_host(host))
         self.ports = sorted({ln.socket.getsockname()[1] for ln in listeners})
-        async with trio.open_nursery() as housekeeping:
-            housekeeping.start_soon(self.run_timers)
-            housekeeping.start_soon(self.flusher.run)
-            async with trio.open_nursery() as connections:
-                self._connections = connections
-                async with trio.open_nursery() as accepting:
-                    self._accepting = accepting.cancel_scope
-                    serve = partial(
-                        trio.serve_listeners, self.serve_stream, listeners, handler_nursery=connections
-                    )
-                    await accepting.start(serve)
-                    task_status.started(self.ports)
-                # drain() cancelled accepting (listeners closed); leaving this block waits for sessions.
-            housekeeping.cancel_scope.cancel()
+        async with trio.open_nursery() as connections:
+            self._connections = connections
+            async with trio.open_nursery() as accepting:
+                self._accepting = accepting.cancel_scope
+                serve = partial(
+                    trio.serve_listeners, self.serve_stream, listeners, handler_nursery=connections
+                )
+                await accepting.start(serve)
+                task_status.started(self.ports)
+            # drain() cancelled accepting (listeners closed); leaving this block waits for sessions.
+
+    async def run_housekeeping(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Every session's timers, and the Flusher that writes their queued frames; until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.run_timers)
+            nursery.start_soon(self.flusher.run)
+            task_status.started()
 
     def drain(self) -> None:
         """Stop accepting, ask every session to close with 1001, abort stragglers at the deadline."""
@@ -191,31 +175,27 @@ class WebSocketServer:
                 del self._pending_by_remote[remote]
 
     def _refusal(self, request: WebSocketRequest, remote: str) -> Refusal | None:
-        path = urlsplit(request.path).path
-        if path not in ENDPOINT_PATHS:
-            return Refusal(404, "not_found", f"no WebSocket endpoint at {path[:100]!r}; use /ws or /chat")
-        origin = _header(request, b"origin")
-        if not _origin_allowed(origin, self._origins):
-            return Refusal(403, "origin_forbidden", "this Origin is not in the gateway's allowed_origins")
-        if self.draining:
-            return Refusal(503, "shutting_down", "the gateway is shutting down; retry shortly")
-        if len(self.hub.sessions) >= self.settings.max_sessions:
-            return Refusal(503, "too_many_sessions", "the gateway is at its session limit; retry later")
-        if self.hub.count_from(remote) >= self.settings.max_sessions_per_ip:
-            return Refusal(429, "too_many_sessions_from_ip", "too many sessions from this address")
-        return None
+        s = self.settings
+        return refusal(
+            urlsplit(request.path).path,
+            _header(request, b"origin"),
+            allowed=self._origins,
+            draining=self.draining,
+            at_capacity=len(self.hub.sessions) >= s.max_sessions,
+            address_at_capacity=self.hub.count_from(remote) >= s.max_sessions_per_ip,
+        )
 
     async def _accept_or_refuse(
         self, request: WebSocketRequest, remote: str, stream: trio.abc.Stream
     ) -> None:
-        refusal = self._refusal(request, remote)
-        if refusal is not None:
-            self.metrics.connections_refused.labels(refusal.error).inc()
-            body = json.dumps({"error": refusal.error, "message": refusal.message}).encode()
+        refused = self._refusal(request, remote)
+        if refused is not None:
+            self.metrics.connections_refused.labels(refused.error).inc()
+            body = json.dumps({"error": refused.error, "message": refused.message}).encode()
             headers = [(b"content-type", b"application/json")]
-            if refusal.status in (429, 503):
+            if refused.status in (429, 503):
                 headers.append((b"retry-after", b"5"))
-            await request.reject(refusal.status, extra_headers=headers, body=body)
+            await request.reject(refused.status, extra_headers=headers, body=body)
             return
         endpoint = ENDPOINT_PATHS[urlsplit(request.path).path]
         session = self._new_session(endpoint, remote)
@@ -234,16 +214,21 @@ class WebSocketServer:
     def _new_session(self, endpoint: str, remote: str) -> Session:
         s = self.settings
         now = trio.current_time()
+        timers = SessionTimers.connected(
+            now,
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_timeout,
+            subscribe_timeout=s.subscribe_timeout,
+        )
         session = Session(
             endpoint,
             remote,
             Outbox(s.outbox_max_frames, s.outbox_max_bytes),
             RateLimiter(s.rate_limit, s.rate_burst, now),
+            timers,
             close_timeout=s.close_timeout,
             on_close=self._on_session_close,
         )
-        session.auth_deadline = now + s.subscribe_timeout
-        session.next_ping = now + s.ping_interval
         session.on_quiet_refusal = self._quiet_refusal
         return session
 
@@ -322,10 +307,11 @@ class WebSocketServer:
         identity = await self.resolver.resolve(command.token)
         if session.identity is not None and identity.sub != session.identity.sub:
             raise ProtocolError(ErrorCode.IDENTITY_CHANGED, "a session cannot change user; reconnect instead")
-        session.auth_deadline = None
         session.token = command.token
         expiry = identity.expires_at if self.settings.close_at_token_expiry else None
-        session.token_deadline = _token_deadline(expiry, self.settings.jwt_leeway)
+        session.timers.subscribed(
+            deadline_of(expiry, self.settings.jwt_leeway, trio.current_time(), time.time())
+        )
         self.hub.start_delivering(session, identity)
         # Queued right after indexing, with no checkpoint between: every event published after
         # this reply reaches the session.
@@ -339,9 +325,8 @@ class WebSocketServer:
 
     async def _unsubscribe(self, session: Session, handler: EndpointHandler) -> None:
         self.hub.stop_delivering(session)
-        session.token_deadline = None
         # An unsubscribed socket is like a new one: it must subscribe again in time, or go.
-        session.auth_deadline = trio.current_time() + self.settings.subscribe_timeout
+        session.timers.unsubscribed(trio.current_time())
         await handler.on_unsubscribed(session)
         if session.errors_visible:
             session.send_json(unsubscribed_frame())
@@ -377,33 +362,7 @@ class WebSocketServer:
             await trio.sleep(TIMER_TICK)
             now = trio.current_time()
             for session in list(self.hub.sessions):
-                self.check_timers(session, now)
-
-    def check_timers(self, session: Session, now: float) -> None:
-        """Subscribe deadline, token expiry and keepalive of one session."""
-        if session.closing is not None:
-            return
-        waiting_pong = session.outbox.ping_wanted or session.pong is not None
-        if session.auth_deadline is not None and now >= session.auth_deadline:
-            session.fail(ErrorCode.SUBSCRIBE_TIMEOUT, "no valid subscribe message in time")
-        elif session.subscribed and session.token_deadline is not None and now >= session.token_deadline:
-            session.fail(ErrorCode.TOKEN_EXPIRED, "token expired; subscribe again with a fresh token")
-        elif waiting_pong and session.pong is not None and session.pong.is_set():
-            session.pong = None
-        elif waiting_pong and now >= session.pong_deadline:
-            # Also when the ping could not even be written: the client stopped reading.
-            session.fail(ErrorCode.PING_TIMEOUT, "no answer to keepalive ping")
-        elif not waiting_pong and now >= session.next_ping:
-            session.next_ping = now + self.settings.ping_interval
-            session.pong_deadline = now + self.settings.ping_timeout
-            session.outbox.request_ping()
-
-
-def _token_deadline(expires_at: float | None, leeway: float) -> float | None:
-    """The trio-clock time at exp + leeway (exp is wall-clock time): no later, whenever it connected."""
-    if expires_at is None:
-        return None
-    return trio.current_time() + max(0.0, expires_at + leeway - time.time())
+                session.check_timers(now)
 
 
 def _bind_host(host: str) -> str | None:
@@ -426,38 +385,3 @@ def _header(request: WebSocketRequest, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
-
-
-def _normalize_origin(origin: str) -> str:
-    return origin.strip().rstrip("/").lower()
-
-
-def _allowed_origins(configured: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(_normalize_origin(o) for o in configured)
-
-
-def _origin_allowed(origin: str | None, allowed: frozenset[str]) -> bool:
-    """Non-browser clients send no Origin and pass; browsers must be on the allow-list."""
-    if origin is None:
-        return True
-    return "*" in allowed or _normalize_origin(origin) in allowed
-
-
-class EventsEndpoint:
-    """The events socket: after subscribe, the client only listens."""
-
-    async def on_subscribed(self, session: Session, identity: Identity) -> None:
-        pass
-
-    async def on_unsubscribed(self, session: Session) -> None:
-        pass
-
-    async def handle(self, session: Session, message: JsonObject) -> None:
-        kind = str(message["@type"])[:40]
-        raise ProtocolError(
-            ErrorCode.UNKNOWN_TYPE,
-            f"unknown @type {kind!r} on the events socket; send subscribe or unsubscribe",
-        )
-
-    async def on_closed(self, session: Session) -> None:
-        pass

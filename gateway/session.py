@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -21,13 +21,10 @@ from gateway.protocol import (
     ErrorCode,
     JsonObject,
     close_reason,
-    encode,
     error_frame,
+    json_frame,
 )
-from gateway.wsconn import text_frame
-
-EVENTS: Final = "events"
-CHAT: Final = "chat"
+from gateway.timers import Due, SessionTimers
 
 
 class DirectWrite(Protocol):
@@ -197,6 +194,7 @@ class Session:
         remote: str,
         outbox: Outbox,
         limiter: RateLimiter,
+        timers: SessionTimers,
         *,
         close_timeout: float,
         on_close: Callable[[Session, CloseRequest], None] | None = None,
@@ -213,11 +211,8 @@ class Session:
         self.errors_visible = True
         self.on_quiet_refusal: Callable[[Session, ErrorCode, str], None] | None = None
         self.subscribed = False  # subscribed and not unsubscribed: events may reach it
-        self.auth_deadline: float | None = None  # trio time by which a subscribe must arrive
-        self.token_deadline: float | None = None  # trio time at which the token lapses
-        self.next_ping = 0.0  # trio time of the next keepalive ping
+        self.timers = timers  # subscribe deadline, token expiry, keepalive (trio clock)
         self.pong: trio.Event | None = None  # set by trio-websocket when the pong arrives
-        self.pong_deadline = 0.0
         self.cancel_scope: trio.CancelScope | None = None
         # Set for sessions on a real socket: non-blocking writes, and the task that makes them.
         self.direct_write: DirectWrite | None = None
@@ -271,7 +266,7 @@ class Session:
             outbox.wake()  # the writer sends the rest, waiting for the socket
 
     def send_json(self, obj: JsonObject) -> None:
-        self.send(text_frame(encode(obj)))
+        self.send(json_frame(obj))
 
     def fail(self, code: ErrorCode, message: str, *, discard: bool = False, **context: Any) -> None:
         """Send an error frame; close the session if the error requires it."""
@@ -299,7 +294,7 @@ class Session:
         if self.outbox.closing is not None:
             return
         request = CloseRequest(code, close_reason(reason))
-        final = [text_frame(encode(error_frame(error, reason)))] if error is not None else []
+        final = [json_frame(error_frame(error, reason))] if error is not None else []
         self.outbox.put_final(final, request, discard=discard)
         self.subscribed = False
         if self.cancel_scope is not None:
@@ -308,3 +303,20 @@ class Session:
             )
         if self._on_close is not None:
             self._on_close(self, request)
+
+    def check_timers(self, now: float) -> None:
+        """Do what the session's timers say is due (``gateway.timers``)."""
+        if self.closing is not None:
+            return
+        if self.pong is not None and self.pong.is_set():
+            self.pong = None
+            self.timers.pong_received()
+        due = self.timers.due(now)
+        if due is Due.PING:
+            self.outbox.request_ping()
+        elif due is Due.SUBSCRIBE_TIMEOUT:
+            self.fail(ErrorCode.SUBSCRIBE_TIMEOUT, "no valid subscribe message in time")
+        elif due is Due.TOKEN_EXPIRED:
+            self.fail(ErrorCode.TOKEN_EXPIRED, "token expired; subscribe again with a fresh token")
+        elif due is Due.PING_TIMEOUT:
+            self.fail(ErrorCode.PING_TIMEOUT, "no answer to keepalive ping")

@@ -21,15 +21,6 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Event, Ping
-from wsproto.frame_protocol import FrameProtocol
-
-# Encodes complete server->client text frames. Stateless for complete messages (fin=True).
-_ENCODER = FrameProtocol(client=False, extensions=[])
-
-
-def text_frame(payload: str) -> bytes:
-    """One complete, unmasked WebSocket text frame carrying ``payload``."""
-    return bytes(_ENCODER.send_data(payload, fin=True))
 
 
 async def send_frames(conn: WebSocketConnection, data: bytes) -> None:

@@ -14,6 +14,7 @@ from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_
 from gateway.app import Gateway, migrate_store
 from gateway.config import Settings
 from gateway.identity.mint import mint_token
+from gateway.timers import SessionTimers
 
 E = TypeVar("E", bound=BaseException)
 
@@ -26,6 +27,18 @@ META = "topic.pydio.meta.nodes.changes"
 TASKS = "topic.pydio.tasks.event"
 IDM = "topic.pydio.idm.event"
 ACTIVITY = "topic.pydio.activity.event"
+
+
+def socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """A connected pair of real sockets: the server's production write path (direct non-blocking
+    writes to the socket) is what the tests run, not an in-memory stand-in."""
+    client, server = trio.socket.socketpair()
+    return trio.SocketStream(client), trio.SocketStream(server)
+
+
+def idle_timers() -> SessionTimers:
+    """Timers for a session built by hand (the tests that use it never run its timer task)."""
+    return SessionTimers.connected(0.0, ping_interval=30, ping_timeout=10, subscribe_timeout=10)
 
 
 def make_settings(**changes: Any) -> Settings:
@@ -78,26 +91,10 @@ class Harness:
         self.gateway = Gateway(settings)
 
     async def start(self) -> Harness:
-        gateway = self.gateway
-        await migrate_store(gateway.settings.db_url)
-        self.nursery.start_soon(self._close_http_client_at_the_end)
-        await self.nursery.start(gateway.resolver.run)
-        await self.nursery.start(gateway.refresher.run)
-        await self.nursery.start(gateway.bus.run)
-        await self.nursery.start(gateway.store.run)
-        await self.nursery.start(gateway.dispatcher.run)
-        await self.nursery.start(gateway.chat.run)
-        self.nursery.start_soon(gateway.websocket.run_timers)
-        self.nursery.start_soon(gateway.websocket.flusher.run)
+        """The gateway's services as ``gateway serve`` runs them, without the listeners."""
+        await migrate_store(self.gateway.settings.db_url)
+        await self.nursery.start(self.gateway.run_services)
         return self
-
-    async def _close_http_client_at_the_end(self) -> None:
-        try:
-            await trio.sleep_forever()
-        finally:
-            if self.gateway.http is not None:
-                with trio.CancelScope(shield=True):
-                    await self.gateway.http.aclose()
 
     async def publish(self, topic: str, event: dict[str, Any]) -> None:
         await self.gateway.bus.publish(topic, json.dumps(event).encode())
@@ -109,20 +106,28 @@ class Harness:
         *,
         headers: list[tuple[bytes, bytes]] | None = None,
         lockstep: bool = False,
+        memory: bool = False,
         remote: str = "local",
     ) -> AsyncIterator[WebSocketConnection]:
-        if lockstep:
+        client_stream: trio.abc.Stream
+        server_stream: trio.abc.Stream
+        if lockstep:  # a client whose writes wait for the server to read: a stuck peer
             client_stream, server_stream = trio.testing.lockstep_stream_pair()
-        else:
+        elif memory:  # in-memory streams, which never reset a writing peer
             client_stream, server_stream = trio.testing.memory_stream_pair()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.gateway.websocket.serve_stream, server_stream, remote)
-            ws = await wrap_client_stream(nursery, client_stream, "gateway.test", path,
-                                          extra_headers=headers or [])  # fmt: skip
-            try:
-                yield ws
-            finally:
-                nursery.cancel_scope.cancel()
+        else:
+            client_stream, server_stream = socket_pair()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.gateway.websocket.serve_stream, server_stream, remote)
+                ws = await wrap_client_stream(nursery, client_stream, "gateway.test", path,
+                                              extra_headers=headers or [])  # fmt: skip
+                try:
+                    yield ws
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:  # trio-websocket's client leaves its stream open when its connection is cancelled
+            await trio.aclose_forcefully(client_stream)
 
     async def refusal(self, path: str = "/ws", headers: list[tuple[bytes, bytes]] | None = None,
                       remote: str = "local") -> ConnectionRejected:  # fmt: skip
@@ -172,8 +177,12 @@ class RawClient:
         await self.stream.send_all(self.ws.send(TextMessage(data=json.dumps(obj))))
 
     async def receive_some(self) -> bool:
-        """Read once from the stream; False at EOF."""
-        data = await self.stream.receive_some(65536)
+        """Read once from the stream; False at EOF (a reset is an end too: a server that closes a
+        socket with unread input makes the kernel reset it)."""
+        try:
+            data = await self.stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            data = b""
         self.ws.receive_data(data or None)
         self.events.extend(self.ws.events())
         return bool(data)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from gateway.admin import PublishError, parse_publish_body
+from gateway.admin.requests import PublishError, parse_publish_body
 from gateway.app import Gateway
 from tests.helpers import TREE, admin_publish, http_request, make_settings
 

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.identity import Identity, Workspace
-from gateway.identity.jwt import JwtResolver, identity_from_claims
+from gateway.identity.claims import identity_from_claims
+from gateway.identity.jwt import JwtResolver
 from gateway.identity.mint import mint_token
 from gateway.protocol import AuthError
 from tests.helpers import SECRET

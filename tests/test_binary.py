@@ -25,7 +25,7 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from gateway import __version__
-from gateway.admin import PLAYGROUND_FILES
+from gateway.admin.playground import PLAYGROUND_FILES
 from gateway.chat import migrate
 from tests.helpers import TREE, admin_publish, http_request, recv_json, token, ws_client
 from tests.process import GatewayProcess, gateway_env, gateway_process

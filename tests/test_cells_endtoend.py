@@ -19,7 +19,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from gateway.bus.nats import NatsBus
+from gateway.bus.nats.bus import NatsBus
 from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.topics import IDM_TOPIC, TREE_TOPIC

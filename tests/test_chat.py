@@ -451,7 +451,7 @@ async def test_chat_post_from_another_instance_reaches_local_members(harness: Ha
 async def test_chat_store_unavailable_answers_error(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.chat.store import StoreUnavailable
+    from gateway.chat.records import StoreUnavailable
 
     async def broken(*args: object, **kwargs: object) -> None:
         raise StoreUnavailable("database is locked")
@@ -591,7 +591,7 @@ async def test_chat_join_by_room_uuid(harness: Harness) -> None:
 async def test_chat_failed_join_leaves_the_session_outside(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.chat.store import StoreUnavailable
+    from gateway.chat.records import StoreUnavailable
 
     async def broken(*args: object, **kwargs: object) -> None:
         raise StoreUnavailable("database is locked")
@@ -602,7 +602,7 @@ async def test_chat_failed_join_leaves_the_session_outside(
         assert (await alice.error())["error"] == "store_unavailable"
         monkeypatch.undo()
         room = await harness.gateway.store.find_or_create_room("GLOBAL", "lobby", "", now=0)
-        assert not any(harness.gateway.chat._joined.values())  # the session is in no room
+        assert not any(harness.gateway.chat.rooms._joined.values())  # the session is in no room
         with trio.fail_after(5):  # nor is she listed as a member of it
             while await harness.gateway.store.members(room.uuid) != []:
                 await trio.testing.wait_all_tasks_blocked()

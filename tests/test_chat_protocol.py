@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.chat import protocol as chat
-from gateway.chat.store import Edit, MessageRecord, RoomRecord
+from gateway.chat.records import Edit, MessageRecord, RoomRecord
 from gateway.protocol import ErrorCode, ProtocolError
 
 
@@ -124,4 +124,4 @@ def test_chat_message_rendering_matches_platform() -> None:
         "ClientMessageId": "c-1",
         "Edited": "1764000001",
     }
-    assert json.dumps(chat.delete_frame(record)).startswith('{"@type": "DELETE_MSG"')
+    assert json.dumps(chat.delete_frame_json(chat.message_json(record))).startswith('{"@type": "DELETE_MSG"')

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 from wsproto.events import CloseConnection, Ping, TextMessage
 
-from gateway.wsconn import text_frame
+from gateway.protocol import text_frame
 from tests.helpers import Harness, RawClient, token
 
 
@@ -38,7 +38,7 @@ async def test_direct_write_ping_waits_for_the_half_written_frame(harness: Harne
         # the session's writer runs. The ping must still come after the whole frame.
         session.outbox.put(text_frame(json.dumps(big)))
         session.flush_now()
-        harness.gateway.websocket.check_timers(session, trio.current_time() + 3600)
+        session.check_timers(trio.current_time() + 3600)
         with trio.fail_after(10):
             while not any(isinstance(e, Ping) for e in client.events):
                 assert await client.receive_some()

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_docs_configuration_reference_is_generated_from_code() -> None:
     text = (ROOT / "docs" / "OPERATIONS.md").read_text()
     embedded = text.split("<!-- reference:start -->\n", 1)[1].split("<!-- reference:end -->", 1)[0]
-    assert embedded == reference_markdown(), "regenerate with gateway.config.reference_markdown()"
+    assert embedded == reference_markdown(), "regenerate with: gateway check-config --reference"
 
 
 def test_docs_every_close_code_documented() -> None:

@@ -3,7 +3,7 @@ round-trips.
 
 - ``gateway.protocol.decode_frame`` + ``parse_session_command``: ProtocolError / AuthError only;
 - ``gateway.chat.protocol.parse_request`` + ``parse_page``: ProtocolError only;
-- ``gateway.admin.parse_publish_body``: PublishError only.
+- ``gateway.admin.requests.parse_publish_body``: PublishError only.
 
 Inputs are raw (any bytes, any text), JSON-shaped (any JSON value, or the message shapes with any
 value in any field), and mutated JSON text. Derandomized, without an example database.
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from gateway.admin import PublishError, parse_publish_body
+from gateway.admin.requests import PublishError, parse_publish_body
 from gateway.chat import protocol as chat
 from gateway.protocol import (
     AuthError,

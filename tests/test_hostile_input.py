@@ -23,7 +23,7 @@ import trio
 import trio.testing
 
 from gateway.config import Settings
-from tests.helpers import TREE, Harness, RawClient, recv_json, token
+from tests.helpers import TREE, Harness, RawClient, recv_json, socket_pair, token
 
 Json = dict[str, Any]
 ENDPOINTS = pytest.mark.parametrize("path", ["/ws", "/chat"])
@@ -76,8 +76,8 @@ def subscribe_frame(user: str = "mallory") -> bytes:
 
 @asynccontextmanager
 async def raw_client(harness: Harness, path: str, *, remote: str = "local") -> AsyncIterator[RawClient]:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    async with trio.open_nursery() as nursery:
+    client_stream, server_stream = socket_pair()
+    async with client_stream, trio.open_nursery() as nursery:
         nursery.start_soon(harness.gateway.websocket.serve_stream, server_stream, remote)
         client = RawClient(client_stream)
         await client.handshake(path)

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import hub as hub_module
-from gateway.events import messages_for, route
+from gateway.events import route
 from gateway.events.model import (
     Audience,
     ToAdmins,
@@ -24,15 +24,16 @@ from gateway.events.model import (
     ToUser,
     ToWorkspace,
     ToWorkspaceUuid,
-    audience_matches,
-    covering_from,
 )
+from gateway.handshake import CHAT, EVENTS
 from gateway.hub import Hub
 from gateway.identity import PROFILES, Identity, Workspace
 from gateway.metrics import Metrics
 from gateway.protocol import CloseCode
-from gateway.session import CHAT, EVENTS, Outbox, RateLimiter, Session
+from gateway.session import Outbox, RateLimiter, Session
 from gateway.topics import ACTIVITY_TOPIC, IDM_TOPIC, META_TOPIC, TASKS_TOPIC, TREE_TOPIC
+from tests.helpers import idle_timers
+from tests.routing import audience_matches, covering_from, messages_for, reaches
 
 Json = dict[str, Any]
 
@@ -74,6 +75,7 @@ def make_session(hub: Hub, endpoint: str = EVENTS, max_frames: int = 10_000) -> 
         "127.0.0.1",
         Outbox(max_frames=max_frames, max_bytes=10_000_000),
         RateLimiter(rate=100, burst=100, now=0.0),
+        idle_timers(),
         close_timeout=1.0,
         on_close=lambda s, _request: hub.stop_delivering(s),
     )
@@ -282,7 +284,7 @@ def check_delivery(
     all_frames = [f for fs in frames.values() for f in fs]
     assert queued == len(all_frames)
     # Each delivery is encoded once: one bytes object per delivery that reached anybody.
-    reaching = [d for d in deliveries if any(d.reaches(who) for who in live.values())]
+    reaching = [d for d in deliveries if any(reaches(d, who) for who in live.values())]
     assert len({id(f) for f in all_frames}) == len(reaching)
 
 
@@ -441,13 +443,13 @@ def test_hub_shared_workspace_kept_while_one_session_holds_it() -> None:
 
 def test_hub_encodes_each_message_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Json] = []
-    real: Callable[[Json], str] = hub_module.encode
+    real: Callable[[Json], bytes] = hub_module.json_frame
 
-    def counting(obj: Json) -> str:
+    def counting(obj: Json) -> bytes:
         calls.append(obj)
         return real(obj)
 
-    monkeypatch.setattr(hub_module, "encode", counting)
+    monkeypatch.setattr(hub_module, "json_frame", counting)
     hub = Hub(Metrics())
     commons = [make_session(hub) for _ in range(3)]
     for i, session in enumerate(commons):
@@ -470,8 +472,8 @@ def test_hub_encodes_each_message_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_hub_nobody_to_reach_encodes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Json] = []
-    real: Callable[[Json], str] = hub_module.encode
-    monkeypatch.setattr(hub_module, "encode", lambda obj: calls.append(obj) or real(obj))
+    real: Callable[[Json], bytes] = hub_module.json_frame
+    monkeypatch.setattr(hub_module, "json_frame", lambda obj: calls.append(obj) or real(obj))
     hub = Hub(Metrics())
     hub.start_delivering(make_session(hub), alice(COMMON))
     assert fan_out(hub, TASKS_TOPIC, {"TaskUpdated": {"TriggerOwner": "bob"}}) == 0

@@ -35,17 +35,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.chat.access import Grant, check_room
+from gateway.chat.access import check_room
 from gateway.chat.protocol import ANY, GLOBAL, NODE, USER, WORKSPACE, RoomRef, user_room_key, user_room_peer
+from gateway.chat.rules import Grant
 from gateway.events import route
+from gateway.handshake import CHAT, EVENTS
 from gateway.hub import Hub
 from gateway.identity import PROFILES, Identity
-from gateway.identity.jwt import identity_from_claims
+from gateway.identity.claims import identity_from_claims
 from gateway.metrics import Metrics
 from gateway.protocol import AuthError, CloseCode, ErrorCode, ProtocolError
-from gateway.session import CHAT, EVENTS, Outbox, RateLimiter, Session
+from gateway.session import Outbox, RateLimiter, Session
 from gateway.topics import ACTIVITY_TOPIC, IDM_TOPIC, META_TOPIC, TASKS_TOPIC, TREE_TOPIC
-from tests.helpers import fixed_cases
+from tests.helpers import fixed_cases, idle_timers
 from tests.test_hub import payload
 
 Json = dict[str, Any]
@@ -657,6 +659,7 @@ def make_session(hub: Hub, endpoint: str = EVENTS) -> Session:
         "127.0.0.1",
         Outbox(max_frames=10_000, max_bytes=50_000_000),
         RateLimiter(rate=100, burst=100, now=0.0),
+        idle_timers(),
         close_timeout=1.0,
         on_close=lambda s, _request: hub.stop_delivering(s),
     )

@@ -22,7 +22,17 @@ from trio_websocket import ConnectionRejected
 
 from gateway.app import Gateway
 from gateway.config import Settings
-from tests.helpers import ADMIN_KEY, TREE, Harness, make_settings, read_response, recv_json, token, ws_client
+from tests.helpers import (
+    ADMIN_KEY,
+    TREE,
+    Harness,
+    make_settings,
+    read_response,
+    recv_json,
+    socket_pair,
+    token,
+    ws_client,
+)
 
 ENDPOINTS = pytest.mark.parametrize("path", ["/ws", "/chat"])
 
@@ -291,8 +301,8 @@ async def browser_handshake(
     harness: Harness, path: str, origin: str | None
 ) -> tuple[int, dict[str, str], bytes]:
     """Open a connection the way a browser does; the server's HTTP answer."""
-    client, server = trio.testing.memory_stream_pair()
-    async with trio.open_nursery() as nursery:
+    client, server = socket_pair()
+    async with client, trio.open_nursery() as nursery:
         nursery.start_soon(harness.gateway.websocket.serve_stream, server, "203.0.113.7")
         await client.send_all(browser_request(path, origin))
         answer = await read_handshake_answer(client, path)

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import trio
 
-from gateway.bus import BusError
-from gateway.bus.nats import NatsBus, NatsSubscription
+from gateway.bus.base import BusError
+from gateway.bus.nats.bus import NatsBus
+from gateway.bus.nats.subscription import NatsSubscription
 from gateway.metrics import Metrics
 from gateway.topics import TASKS_TOPIC, TREE_TOPIC
 from tests.servers import (

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from gateway.admin import TOKEN_MAX_TTL, TokenRequestError, parse_token_body
+from gateway.admin.requests import TOKEN_MAX_TTL, TokenRequestError, parse_token_body
 from gateway.app import Gateway
 from gateway.identity import Workspace
 from gateway.identity.jwt import JwtResolver

@@ -19,6 +19,7 @@ from gateway.protocol import (
     encode,
     error_frame,
     parse_session_command,
+    text_frame,
 )
 
 LIMIT = 65536
@@ -102,3 +103,12 @@ def test_close_reason_fits_a_control_frame() -> None:
     trimmed = close_reason("é" * 200)
     assert len(trimmed.encode()) <= 123
     assert trimmed == "é" * 61
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_text_frame_is_what_wsproto_encodes(size: int) -> None:
+    from wsproto.frame_protocol import FrameProtocol
+
+    payload = ("é" * size)[: size // 2] + "x" * (size - size // 2)
+    expected = bytes(FrameProtocol(client=False, extensions=[]).send_data(payload, fin=True))
+    assert text_frame(payload) == expected

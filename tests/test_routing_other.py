@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gateway.events import messages_for
 from gateway.identity import Identity, Workspace
 from gateway.topics import ACTIVITY_TOPIC, IDM_TOPIC, TASKS_TOPIC
+from tests.routing import messages_for
 
 Json = dict[str, Any]
 COMMON = Workspace("ws-common", "common-files", ("ds/common",), "rw")

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from gateway.events import messages_for, route
-from gateway.events.model import covering_from
+from gateway.events import route
 from gateway.identity import Identity, Workspace
 from gateway.topics import META_TOPIC, TREE_TOPIC
+from tests.routing import covering_from, messages_for, reaches
 
 COMMON = Workspace("ws-common", "common-files", ("ds/common",), "rw")
 WS_A = Workspace("ws-a", "a", ("ds/a",))
@@ -394,7 +394,7 @@ def test_tree_one_delivery_per_workspace_with_audience() -> None:
     deliveries = route(TREE_TOPIC, {"Target": node("/ds/common/a")}, covering_from([COMMON, ALL]))
     assert len(deliveries) == 2
     assert {d.message["Target"]["Path"] for d in deliveries} == {"common-files/a", "all/common/a"}
-    assert not any(d.reaches(identity(WS_A)) for d in deliveries)
+    assert not any(reaches(d, identity(WS_A)) for d in deliveries)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,10 +7,13 @@ import trio.testing
 
 from gateway.protocol import CloseCode, ErrorCode
 from gateway.session import Flusher, Outbox, RateLimiter, Session
+from tests.helpers import idle_timers
 
 
 def make_session(frames: int = 3, size: int = 1000) -> Session:
-    return Session("events", "local", Outbox(frames, size), RateLimiter(10, 5, 0.0), close_timeout=5)
+    return Session(
+        "events", "local", Outbox(frames, size), RateLimiter(10, 5, 0.0), idle_timers(), close_timeout=5
+    )
 
 
 def test_outbox_bounded_by_frames_and_bytes() -> None:

@@ -15,9 +15,10 @@ import trio.testing
 from wsproto.events import Ping
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from gateway.session import EVENTS, Flusher, Outbox, RateLimiter, Session
-from gateway.wsconn import text_frame
-from tests.helpers import TREE, RawClient, admin_publish, recv_json, token, ws_client
+from gateway.handshake import EVENTS
+from gateway.protocol import text_frame
+from gateway.session import Flusher, Outbox, RateLimiter, Session
+from tests.helpers import TREE, RawClient, admin_publish, idle_timers, recv_json, token, ws_client
 from tests.process import gateway_env, gateway_process
 from tests.reliability import (
     UPGRADE_REQUEST,
@@ -285,7 +286,7 @@ async def test_slow_peers_overflow_keeps_the_rest_of_a_half_written_frame() -> N
             return True
 
     outbox = Outbox(max_frames=100, max_bytes=10_000)
-    session = Session(EVENTS, "local", outbox, RateLimiter(1, 1, 0), close_timeout=5)
+    session = Session(EVENTS, "local", outbox, RateLimiter(1, 1, 0), idle_timers(), close_timeout=5)
     writer = HalfWriter()
     session.direct_write, session.flusher = writer, Flusher()  # the test plays the flusher
     with trio.fail_after(5):

@@ -8,7 +8,7 @@ from trio_websocket import WebSocketConnection
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import TextMessage
 
-from gateway.wsconn import text_frame
+from gateway.protocol import text_frame
 
 
 def test_wsconn_internals_present() -> None:

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from gateway.bus import BusError, receive_batch
+from gateway.bus.base import BusError, receive_batch
 
 
 class MemorySubscription:

@@ -1,12 +1,9 @@
-"""Who may join which room, and whether they may post there.
+"""Who may open a NODE room, asked to the platform; and :func:`check_room`, the rules of
+``gateway.chat.rules`` with that question answered.
 
-- ``GLOBAL``: authenticated users of profile *standard* or above.
-- ``WORKSPACE`` (RoomTypeObject = workspace uuid): members of that workspace; every member who
-  may read it may post, as in Cells.
-- ``USER`` (RoomTypeObject = the other user's login): only the two users; both open the same room.
-- ``NODE`` (RoomTypeObject = node uuid): only when a :class:`NodeAccess` check allows: the HTTP
-  callback to the platform (Cells v5's own ``/a/n/node/{uuid}`` in cells identity mode), or, for
-  development only, ``open``. Without either they are refused.
+A :class:`NodeAccess` check: the HTTP callback to the platform (Cells v5's own
+``/a/n/node/{uuid}`` with ``identity = "cells"``), or, for development only, ``open``; without
+either, NODE rooms are refused.
 """
 
 from __future__ import annotations
@@ -16,11 +13,11 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Final, Protocol
 from urllib.parse import quote
 
-from gateway.chat.protocol import GLOBAL, NODE, USER, WORKSPACE, RoomRef, user_room_key
+from gateway.chat.protocol import NODE, RoomRef
+from gateway.chat.rules import Grant, forbidden, room_grant
 from gateway.httpclient import HttpClient, HttpError
 from gateway.identity import Identity
 from gateway.protocol import ErrorCode, ProtocolError
@@ -28,14 +25,6 @@ from gateway.protocol import ErrorCode, ProtocolError
 log = logging.getLogger("gateway.chat")
 
 CACHE_SIZE: Final = 10000
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """What a successful access check yields: where the room is stored. Members may all post."""
-
-    type: str
-    type_object: str
 
 
 class NodeAccess(Protocol):
@@ -175,24 +164,8 @@ def _unavailable(detail: str) -> ProtocolError:
 
 
 async def check_room(identity: Identity, token: str, room: RoomRef, nodes: NodeAccess) -> Grant:
-    """The grant for ``room``, or ProtocolError(room_forbidden, ...) naming the rule."""
-    if room.type == GLOBAL:
-        if not identity.has_profile("standard"):
-            raise _forbidden("the global room is for users of profile standard or above")
-        return Grant(GLOBAL, room.type_object)
-    if room.type == WORKSPACE:
-        workspace = identity.workspace(room.type_object)
-        if workspace is None:
-            raise _forbidden("you are not a member of this workspace")
-        return Grant(WORKSPACE, workspace.uuid)
-    if room.type == USER:
-        return Grant(USER, user_room_key(identity.user, room.type_object))
-    if room.type == NODE:
-        if not await nodes.allowed(identity, token, room.type_object):
-            raise _forbidden("you cannot see this node")
-        return Grant(NODE, room.type_object)
-    raise ProtocolError(ErrorCode.UNKNOWN_ROOM_TYPE, f"rooms of type {room.type} cannot be joined")
-
-
-def _forbidden(message: str) -> ProtocolError:
-    return ProtocolError(ErrorCode.ROOM_FORBIDDEN, message)
+    """The grant for ``room`` (asking the node check for a NODE room), or room_forbidden naming the rule."""
+    grant = room_grant(identity, room)
+    if grant.type == NODE and not await nodes.allowed(identity, token, grant.type_object):
+        raise forbidden("you cannot see this node")
+    return grant

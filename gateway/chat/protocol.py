@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.chat.store import MessageRecord, RoomRecord
-from gateway.config import MAX_HISTORY_PAGE
+from gateway.chat.records import MessageRecord, RoomRecord
 from gateway.protocol import ErrorCode, JsonObject, ProtocolError
 
 JOIN: Final = "JOIN"
@@ -34,7 +33,7 @@ JOINABLE_TYPES: Final = frozenset({GLOBAL, WORKSPACE, USER, NODE})
 
 PING: Final = "PING"
 DEFAULT_PAGE: Final = 40
-MAX_PAGE: Final = MAX_HISTORY_PAGE
+MAX_PAGE: Final = 200  # the most messages one HISTORY page may hold
 MAX_CURSOR: Final = 2**63 - 1  # paging values reach SQL as 64-bit integers
 
 _TOP_FIELDS: Final = frozenset({"@type", "Room", "Message"})
@@ -294,10 +293,6 @@ def message_json(record: MessageRecord) -> JsonObject:
     if record.edits:
         out["Edited"] = str(int(record.edits[-1].timestamp))
     return out
-
-
-def delete_frame(record: MessageRecord) -> JsonObject:
-    return delete_frame_json(message_json(record))
 
 
 def delete_frame_json(message: JsonObject) -> JsonObject:

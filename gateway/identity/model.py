@@ -46,10 +46,6 @@ class Workspace:
     root_keys: tuple[str, ...] = ()
     folder_rules: tuple[FolderRule, ...] = ()
 
-    @property
-    def can_write(self) -> bool:
-        return "w" in self.permissions
-
     def root_key(self, root: str) -> str:
         """The path segment for ``root``'s content ('' for a workspace of one root)."""
         if not self.root_keys:

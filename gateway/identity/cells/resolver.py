@@ -78,10 +78,6 @@ class CellsResolver:
         self._reported: set[str] = set()
         metrics.watch_cache("identity", lambda: len(self._tokens))
 
-    @property
-    def enforces_folder_acls(self) -> bool:
-        return self._folder_acls
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for cache in (self._tokens, self._refreshes, self._node_paths):

@@ -26,7 +26,6 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import unquote, urlsplit
 
 CRLF: Final = b"\r\n"
 # Our own bounds on what we accept from the server. A control line is short except INFO, which
@@ -295,19 +294,6 @@ def pub(subject: str, payload: bytes, reply_to: str | None = None) -> bytes:
     return f"PUB {subject}{reply} {len(payload)}\r\n".encode() + payload + CRLF
 
 
-def hpub(subject: str, headers: Mapping[str, str], payload: bytes) -> bytes:
-    """``HPUB subject #header-bytes #total-bytes`` + header block + payload (servers >= 2.2)."""
-    check_subject(subject)
-    block = "NATS/1.0\r\n"
-    for name, value in headers.items():
-        if not _HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value:
-            raise ValueError(f"invalid NATS header {name!r}")
-        block += f"{name}: {value}\r\n"
-    raw_headers = (block + "\r\n").encode()
-    total = len(raw_headers) + len(payload)
-    return f"HPUB {subject} {len(raw_headers)} {total}\r\n".encode() + raw_headers + payload + CRLF
-
-
 def sub(subject: str, sid: int, queue_group: str | None = None) -> bytes:
     """``SUB subject [queue group] sid``."""
     check_subject(subject, wildcards=True)
@@ -321,87 +307,3 @@ def unsub(sid: int, max_msgs: int | None = None) -> bytes:
     _check_sid(sid)
     limit = f" {max_msgs}" if max_msgs is not None else ""
     return f"UNSUB {sid}{limit}\r\n".encode()
-
-
-# -- configuration helpers -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ServerAddress:
-    """One broker to try: where, whether to use TLS, and the credentials from its URL."""
-
-    host: str
-    port: int
-    tls: bool = False
-    user: str | None = field(default=None, repr=False)
-    password: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
-
-    def __str__(self) -> str:
-        """For logs: scheme, host and port, never the credentials."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'tls' if self.tls else 'nats'}://{host}:{self.port}"
-
-
-def parse_servers(url: str) -> list[ServerAddress]:
-    """``nats://[user:pass@|token@]host[:port]`` or ``tls://...``, or a comma-separated list."""
-    servers = [_parse_server(part.strip()) for part in url.split(",") if part.strip()]
-    if not servers:
-        raise ValueError("no NATS server URL given")
-    return servers
-
-
-def _parse_server(url: str) -> ServerAddress:
-    parts = urlsplit(url)
-    if parts.scheme not in ("nats", "tls"):
-        raise ValueError(f"a NATS URL starts with nats:// or tls://, got {_redact(url)!r}")
-    try:
-        host, port = parts.hostname, parts.port or DEFAULT_PORT
-    except ValueError:
-        raise ValueError(f"invalid port in NATS URL {_redact(url)!r}") from None
-    if not host:
-        raise ValueError(f"no host in NATS URL {_redact(url)!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"a NATS URL has no path, query or fragment: {_redact(url)!r}")
-    user = unquote(parts.username) if parts.username else None
-    if parts.password is not None:
-        return ServerAddress(host, port, parts.scheme == "tls", user=user, password=unquote(parts.password))
-    return ServerAddress(host, port, parts.scheme == "tls", token=user)
-
-
-def cells_subject_prefix(url: str) -> str:
-    """The prefix of Cells' subjects for its broker URL: the host[:port] exactly as written.
-
-    Cells builds a topic's subject as ``path.Join(u.Host, topic)``: user and password are not part
-    of it, the port only when the URL writes one, and ``localhost`` is not ``127.0.0.1``.
-    """
-    first = url.split(",")[0].strip()
-    return urlsplit(first).netloc.rpartition("@")[2]
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
-
-
-def connect_options(
-    info: Info, server: ServerAddress, *, name: str, version: str, tls: bool
-) -> dict[str, object]:
-    """What we declare in CONNECT: no +OK acks, no echo suppression, headers only if supported."""
-    options: dict[str, object] = {
-        "verbose": False,
-        "pedantic": False,
-        "tls_required": tls,
-        "name": name,
-        "lang": "python-trio",
-        "version": version,
-        "protocol": 1,
-        "headers": info.flag("headers"),
-        "no_responders": False,
-    }
-    if server.user is not None:
-        options["user"] = server.user
-        options["pass"] = server.password or ""
-    elif server.token is not None:
-        options["auth_token"] = server.token
-    return options
