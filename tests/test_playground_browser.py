@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,28 +26,16 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from gateway.app import Gateway
+from tests import engines
 from tests.helpers import ADMIN_KEY, TASKS, TREE, admin_publish, make_settings, recv_json, token, ws_client
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DEVTOOLS_URL = re.compile(rb"DevTools listening on (ws://\S+)")
 STEP_TIMEOUT = 10.0
 MAX_CDP_MESSAGE = 64 * 1024 * 1024  # full-page screenshots arrive as one base64 message
 
 
-def find_chromium() -> str | None:
-    """``$CHROMIUM_BIN``, else the first Chromium or Chrome on PATH."""
-    explicit = os.environ.get("CHROMIUM_BIN")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
-
-
-CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no Chromium binary found (apt-get install chromium, or set CHROMIUM_BIN): "
-    "the playground browser test needs one",
-)
+CHROMIUM = engines.chromium()
+pytestmark = pytest.mark.engine("chromium")
 
 
 class CdpError(Exception):

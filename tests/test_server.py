@@ -318,6 +318,7 @@ async def test_drain_closes_sessions_1001(harness: Harness) -> None:
     assert closed.value.reason.code == 1001
 
 
+@pytest.mark.logs_errors
 async def test_handler_error_closes_only_that_session_1011(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
