@@ -26,6 +26,7 @@ from gateway.chat.models import DEFAULT_BUSY_TIMEOUT
 from tests.helpers import TREE, RawClient, admin_publish, recv_json, token, ws_client
 from tests.process import GatewayProcess, gateway_env, gateway_process
 from tests.reliability import (
+    TIMED,
     ReadOnlyBind,
     eventually,
     fill_up,
@@ -258,7 +259,8 @@ class Locker:
             connection.close()
 
 
-async def test_faults_locked_database_refuses_posts_while_events_flow(tmp_path: Path) -> None:
+@TIMED
+async def test_faults_locked_database_refuses_posts_while_events_flow(tmp_path: Path, timed: bool) -> None:
     db = tmp_path / "chat.db"
     with trio.fail_after(90):
         async with (
@@ -273,7 +275,7 @@ async def test_faults_locked_database_refuses_posts_while_events_flow(tmp_path: 
                 started = trio.current_time()
                 await alice.send_post("c-1")
                 await assert_events_flow(gw, watcher)  # while the post waits for the lock
-                refused = await alice.answer("c-1", within=REFUSAL_WITHIN)
+                refused = await alice.answer("c-1", within=3 * REFUSAL_WITHIN)
                 waited = trio.current_time() - started
                 await assert_events_flow(gw, watcher)
             finally:
@@ -282,7 +284,7 @@ async def test_faults_locked_database_refuses_posts_while_events_flow(tmp_path: 
     assert refused["error"] == "store_unavailable" and refused["request"] == "POST", refused
     assert refused["ClientMessageId"] == "c-1" and "busy" in refused["message"]
     record("database locked", refused_after_s=waited, message=refused["message"])
-    assert waited <= REFUSAL_WITHIN
+    assert not timed or waited <= REFUSAL_WITHIN
     assert [client_id for _, _, client_id in stored_posts(db)] == ["c-0", "c-1"]
 
 
@@ -375,7 +377,10 @@ def empty_wal(db: Path) -> None:
 STUCK_WS = {"uuid": "ws-stuck", "slug": "stuck", "roots": ["/ds/stuck"], "permissions": "rw"}
 
 
-async def test_faults_sigterm_with_1000_sessions_closes_all_1001_and_exits_0(tmp_path: Path) -> None:
+@TIMED
+async def test_faults_sigterm_with_1000_sessions_closes_all_1001_and_exits_0(
+    tmp_path: Path, timed: bool
+) -> None:
     """Also with one more client that stopped reading, its socket full: it cannot delay the exit."""
     env = gateway_env(GATEWAY_MAX_SESSIONS_PER_IP="2000")
     drain_timeout = 10  # the default
@@ -400,7 +405,7 @@ async def test_faults_sigterm_with_1000_sessions_closes_all_1001_and_exits_0(tmp
     )
     assert exit_code == 0
     assert report["closes"] == {"1001": 1000} and report["errors"] == {"shutting_down": 1000}, report
-    assert stopped_after <= drain_timeout + 5
+    assert not timed or stopped_after <= drain_timeout + 5
     assert "gateway stopped" in gw.logs()
 
 

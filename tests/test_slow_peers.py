@@ -21,6 +21,7 @@ from gateway.session import Flusher, Outbox, RateLimiter, Session
 from tests.helpers import TREE, RawClient, admin_publish, idle_timers, recv_json, token, ws_client
 from tests.process import gateway_env, gateway_process
 from tests.reliability import (
+    TIMED,
     UPGRADE_REQUEST,
     cumulative_deliveries,
     eventually,
@@ -47,8 +48,9 @@ PHASE = 2_000  # events per latency phase
 READERS = Plan(sessions=30, events=2 * PHASE, users=30, workspaces=1, mixed=False)
 
 
+@TIMED
 async def test_slow_peers_stuck_reader_closed_4008_while_others_get_everything_in_time(
-    tmp_path: Path,
+    tmp_path: Path, timed: bool
 ) -> None:
     env = gateway_env(GATEWAY_OUTBOX_MAX_FRAMES="512")  # close_timeout: the default 5 s
     jwt = token("stuck", workspaces=[READERS.base_workspaces[0].claim()])
@@ -88,8 +90,8 @@ async def test_slow_peers_stuck_reader_closed_4008_while_others_get_everything_i
     assert (after.sessions, after.tasks, after.fds) == (0, before.tasks, before.fds), f"{before} -> {after}"
     alone, with_stuck = report["latency_ms"]
     assert alone["count"] == with_stuck["count"] == READERS.sessions * PHASE
-    # Generous (the machine is shared); a reader held up by the stuck clients would wait seconds.
-    assert with_stuck["p99"] <= 3 * alone["p99"] + 1000, report["latency_ms"]
+    if timed:  # generous (the machine is shared); a reader held up by the stuck clients would wait seconds
+        assert with_stuck["p99"] <= 3 * alone["p99"] + 1000, report["latency_ms"]
 
 
 _SLOW = "outbound queue overflowed; read faster"
@@ -189,18 +191,21 @@ async def _closed_after(stream: trio.SocketStream) -> float:
     return trio.current_time() - started
 
 
-async def test_slow_peers_connection_without_handshake_closed_at_handshake_timeout() -> None:
+@TIMED
+async def test_slow_peers_connection_without_handshake_closed_at_handshake_timeout(timed: bool) -> None:
     with trio.fail_after(30):
         async with gateway_process(env=gateway_env(GATEWAY_HANDSHAKE_TIMEOUT="2")) as gw:
             async with await trio.open_tcp_stream("127.0.0.1", gw.ws_port) as stream:
                 waited = await _closed_after(stream)
             samples = await scrape(gw.admin_port)
     record("no handshake", closed_after_s=waited, handshake_timeout_s=2)
-    assert 2 * 0.8 <= waited <= 2 + 5
+    assert waited >= 2 * 0.8  # not before the deadline
+    assert not timed or waited <= 2 + 5
     assert metric(samples, "gateway_connections_refused_total", reason="handshake_timeout") == 1
 
 
-async def test_slow_peers_slowloris_handshake_closed_at_the_deadline_despite_activity() -> None:
+@TIMED
+async def test_slow_peers_slowloris_handshake_closed_at_the_deadline_despite_activity(timed: bool) -> None:
     request = UPGRADE_REQUEST.format(path="/ws").encode()
     sent = 0
 
@@ -225,7 +230,8 @@ async def test_slow_peers_slowloris_handshake_closed_at_the_deadline_despite_act
     record(
         "slowloris", closed_after_s=waited, handshake_timeout_s=3, bytes_sent=sent, request_bytes=len(request)
     )
-    assert 3 * 0.8 <= waited <= 3 + 5
+    assert waited >= 3 * 0.8  # not before the deadline
+    assert not timed or waited <= 3 + 5
     assert 2 <= sent < len(request)  # it was still sending when the deadline passed
     assert metric(samples, "gateway_connections_refused_total", reason="handshake_timeout") == 1
 
