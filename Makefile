@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
-LINT_PATHS := $(wildcard gateway tests bench migrations)
+LINT_PATHS := $(wildcard gateway tests bench loadclient migrations)
 
 .PHONY: run test lint fmt bench stress binary smoke venv proto clean
 
@@ -22,7 +22,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
-	$(VENV)/bin/mypy --strict gateway
+	$(VENV)/bin/mypy --strict gateway tests bench loadclient
 
 test: lint
 	$(PY) -m pytest -q -m "not slow and not binary"

@@ -2,9 +2,7 @@
 
 - ``broadcast``   the orchestrator: options, phases, main (``make bench``)
 - ``processes``   the server under test, the load-client processes, /proc readings
-- ``loadclient``  many subscribed sessions in one asyncio process, checking every event
 - ``peer``        the asyncio + ``websockets.broadcast()`` server compared with the gateway
 - ``workload``    the events published and the marker the load client finds in them
-- ``stats``       mergeable latency histograms
 - ``report``      figures and the final table
 """

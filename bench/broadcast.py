@@ -2,9 +2,10 @@
 
     python -m bench.broadcast [--sessions 1000] [--events 1000] [--batch 20] [--window 200]
                               [--rate 10] [--latency-seconds 5] [--clients 1] [--only gateway|peer]
+                              [--json FILE]
 
 For each server: start it as a subprocess on free loopback ports and wait for ``/readyz``; open
-the sessions from a separate load-client process (:mod:`bench.loadclient`), reading the server's
+the sessions from a separate load-client process (:mod:`loadclient`), reading the server's
 VmRSS before and after; then publish through the admin API in three phases: a short warm-up,
 *saturation* (batches as fast as the slowest session keeps up, with at most ``--window`` events
 in flight) and *fixed rate* (``--rate`` events/s for ``--latency-seconds``). Every session must
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import math
 import os
 import secrets
@@ -44,6 +46,7 @@ from bench.report import (
     WARMUP,
     PhaseRun,
     ServerFigures,
+    figures,
     merge_counts,
     phase_figures,
     render,
@@ -68,6 +71,7 @@ class Options:
     latency_seconds: float
     clients: int
     only: str | None
+    json: str | None
 
     @property
     def phase_sizes(self) -> list[int]:
@@ -85,6 +89,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     add("--latency-seconds", type=float, default=5.0, help="fixed-rate phase duration (default 5)")
     add("--clients", type=int, default=1, help="load-client processes sharing the sessions (default 1)")
     add("--only", choices=("gateway", "peer"), help="benchmark one server only")
+    add("--json", metavar="FILE", help="also write the table to FILE as JSON")
     args = parser.parse_args(argv)
     if min(args.sessions, args.events, args.batch, args.clients) < 1 or args.rate <= 0:
         parser.error("--sessions, --events, --batch, --clients and --rate must be positive")
@@ -98,6 +103,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         rate=args.rate,
         latency_seconds=args.latency_seconds,
         clients=args.clients,
+        json=args.json,
         only=args.only,
     )
 
@@ -232,7 +238,7 @@ def measure(server: Server, options: Options, env: dict[str, str]) -> ServerFigu
     try:
         ready = clients.wait_ready()
         if ready.failed:
-            raise BenchError(f"{ready.failed} sessions could not subscribe; the first: {ready.error}")
+            raise BenchError(f"{ready.failed} sessions could not subscribe; the first: {ready.first_error}")
         say(server.name, f"{ready.subscribed} sessions subscribed in {ready.seconds:.2f} s")
         time.sleep(SETTLE)
         rss_idle = (rss_kib(server.pid) - rss_before) / max(ready.subscribed, 1)
@@ -248,7 +254,7 @@ def measure(server: Server, options: Options, env: dict[str, str]) -> ServerFigu
         failed=ready.failed,
         connect_seconds=ready.seconds,
         rss_idle_kib=rss_idle,
-        closed=merge_counts(reports, "closed"),
+        closed=merge_counts(reports, "closes"),
         unexpected=sum(r["unexpected"] for r in reports),
         phases=[phase_figures(run, reports, index) for index, run in enumerate(runs)],
     )
@@ -316,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"[{spec.name}] FAILED: {exc}", file=sys.stderr)
                     return 1
     print("\n" + render(results, options.sessions, options.rate) + "\n")
+    if options.json:
+        Path(options.json).write_text(json.dumps(figures(results, options.sessions, options.rate), indent=1))
     text, status = conclusion(options, results)
     print(text)
     return status

@@ -2,20 +2,19 @@
 
     python -m bench.chat [--members 100] [--posters 100] [--posts 20000]
 
-Starts ``gateway serve`` on a fresh SQLite file, opens ``--members`` chat sessions that all join one
-room, and lets the first ``--posters`` of them post in a loop: each sends its next POST as soon as
-its previous one is acknowledged (the sender's own copy, which the gateway sends only after the
-commit). Every post is broadcast to every member. Prints acknowledged posts/s, acknowledgement
-latency and deliveries/s, then checks in the database that every acknowledged post was stored once.
+Starts ``gateway serve`` on a fresh SQLite file, opens ``--members`` chat sessions (picows, on
+uvloop) that all join one room, and lets the first ``--posters`` of them post in a loop: each sends
+its next POST as soon as its previous one is acknowledged (the sender's own copy, which the
+gateway sends only after the commit). Every post is broadcast to every member. Prints acknowledged
+posts/s, acknowledgement latency and deliveries/s, then checks in the database that every
+acknowledged post was stored once.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import hashlib
 import json
 import os
 import secrets
@@ -29,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from bench import stats
+import uvloop
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
 from bench.broadcast import gateway_argv
-from bench.loadclient import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WS_GUID, client_frame, frame_bounds
 from bench.processes import HOST, BenchError, CpuMeter, Server, ServerSpec
 from gateway.identity.mint import mint_token
+from loadclient.histogram import bucket, new_histogram, percentile_ms
 
 ROOM: Final = {"Type": "GLOBAL", "RoomTypeObject": "bench-room"}
 CONNECT_CONCURRENCY: Final = 32
@@ -60,69 +61,37 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     return Options(args.members, args.posters, args.posts, max(1, args.in_flight))
 
 
-class Member(asyncio.Protocol):
-    """One chat session over raw RFC 6455: join the room, count deliveries, spot its own acks."""
+class Member(WSListener):
+    """One chat session on picows: join the room, count deliveries, spot its own acknowledgements."""
 
-    def __init__(self, index: int, token: str, port: int) -> None:
+    def __init__(self, index: int, token: str) -> None:
+        loop = asyncio.get_running_loop()
         self.index = index
         self.token = token
-        self.port = port
-        self.transport: asyncio.Transport | None = None
-        self.buffer = b""
-        self.upgraded = asyncio.get_running_loop().create_future()
-        self.joined = asyncio.get_running_loop().create_future()
+        self.transport: WSTransport | None = None
+        self.joined: asyncio.Future[None] = loop.create_future()
         self.room_uuid = ""
         self.delivered = 0
         self.closed: int | None = None
         self._acks: dict[bytes, asyncio.Future[None]] = {}
 
-    # -- connection --------------------------------------------------------------------------
+    # -- picows callbacks (it answers pings by itself) ---------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
-        self.key = base64.b64encode(os.urandom(16))
-        transport.write(
-            b"GET /chat HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            % (HOST.encode(), self.port, self.key)
-        )
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        for future in (self.upgraded, self.joined):
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.TEXT:
+            self._text(frame.get_payload_as_bytes())
+        elif frame.msg_type == WSMsgType.CLOSE:
+            self.closed = frame.get_close_code().value
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        lost = ConnectionError(f"member {self.index} lost its connection (close code {self.closed})")
+        for future in [self.joined, *self._acks.values()]:
             if not future.done():
-                future.set_exception(ConnectionError(f"member {self.index} lost its connection"))
-        for future in self._acks.values():
-            if not future.done():
-                future.set_exception(ConnectionError(f"member {self.index} lost its connection"))
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if not self.upgraded.done():
-            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
-            if not sep:
-                return
-            accept = base64.b64encode(hashlib.sha1(self.key + WS_GUID).digest())
-            if b" 101 " not in head.split(b"\r\n", 1)[0] or accept not in head:
-                self.upgraded.set_exception(BenchError(f"upgrade refused: {head[:200]!r}"))
-                return
-            self.buffer = rest
-            self.upgraded.set_result(None)
-        self._frames()
-
-    def _frames(self) -> None:
-        pos, data = 0, self.buffer
-        while (bounds := frame_bounds(data, pos)) is not None:
-            start, end = bounds
-            opcode = data[pos] & 0x0F
-            if opcode == OP_TEXT:
-                self._text(data[start:end])
-            elif opcode == OP_PING:
-                self.send(OP_PONG, data[start:end])
-            elif opcode == OP_CLOSE:
-                self.closed = int.from_bytes(data[start : start + 2], "big") if end - start >= 2 else 1005
-            pos = end
-        self.buffer = data[pos:]
+                future.set_exception(lost)
 
     def _text(self, payload: bytes) -> None:
         self.delivered += 1
@@ -137,17 +106,13 @@ class Member(asyncio.Protocol):
         elif b'"@type":"error"' in payload and not self.joined.done():
             self.joined.set_exception(BenchError(payload.decode(errors="replace")[:300]))
 
-    def send(self, opcode: int, payload: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(client_frame(opcode, payload))
-
     def send_json(self, obj: dict[str, Any]) -> None:
-        self.send(OP_TEXT, json.dumps(obj).encode())
+        assert self.transport is not None
+        self.transport.send(WSMsgType.TEXT, json.dumps(obj).encode())
 
     # -- requests ----------------------------------------------------------------------------
 
     async def join(self) -> None:
-        await asyncio.wait_for(self.upgraded, STEP_TIMEOUT)
         self.send_json({"@type": "subscribe", "ack": True, "jwt": self.token})
         self.send_json({"@type": "JOIN", "Room": ROOM})
         await asyncio.wait_for(self.joined, STEP_TIMEOUT)
@@ -166,12 +131,18 @@ class Member(asyncio.Protocol):
         await asyncio.wait_for(future, STEP_TIMEOUT)
         return time.perf_counter() - started
 
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.disconnect(graceful=False)
+
 
 async def open_member(index: int, secret: str, port: int, slots: asyncio.Semaphore) -> Member:
     token = mint_token(secret, user=f"member{index}", profile="standard", ttl=3600)
     async with slots:
-        loop = asyncio.get_running_loop()
-        _, member = await loop.create_connection(lambda: Member(index, token, port), HOST, port)
+        _, member = await ws_connect(
+            lambda: Member(index, token), f"ws://{HOST}:{port}/chat", websocket_handshake_timeout=STEP_TIMEOUT
+        )
+        assert isinstance(member, Member)
         await member.join()
     return member
 
@@ -191,7 +162,7 @@ async def run_load(options: Options, secret: str, port: int) -> tuple[Result, fl
     open_seconds = time.perf_counter() - opened
     for member in members:
         member.delivered = 0
-    histogram = stats.new_histogram()
+    histogram = new_histogram()
     remaining = [options.posts]
 
     async def poster(member: Member, lane: int) -> None:
@@ -199,7 +170,7 @@ async def run_load(options: Options, secret: str, port: int) -> tuple[Result, fl
         while remaining[0] > 0:
             remaining[0] -= 1
             latency = await member.post(f"m{member.index}-{lane}-{n}")
-            histogram[stats.bucket(int(latency * 1e6))] += 1
+            histogram[bucket(int(latency * 1e6))] += 1
             n += 1
 
     started = time.perf_counter()
@@ -208,8 +179,7 @@ async def run_load(options: Options, secret: str, port: int) -> tuple[Result, fl
     seconds = time.perf_counter() - started
     delivered = sum(m.delivered for m in members)
     for member in members:
-        if member.transport is not None:
-            member.transport.close()
+        member.close()
     return Result(options.posts, seconds, histogram, delivered), open_seconds
 
 
@@ -297,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 server.wait_ready()
                 meter = CpuMeter(server.pid, [os.getpid()])
-                result, open_seconds = asyncio.run(run_load(options, secret, server.ws_port))
+                result, open_seconds = uvloop.run(run_load(options, secret, server.ws_port))
                 commits, writes = store_counters(server.admin_port)
                 used = meter.used()
                 server_cpu = 100 * used.server / result.seconds
@@ -328,8 +298,8 @@ def print_report(
     rate = result.acked / result.seconds
     rows = [
         ("durable posts/s end to end (acknowledged after commit)", f"{rate:,.0f}"),
-        ("acknowledgement latency p50 ms", f"{stats.percentile_ms(result.histogram, 0.50):.1f}"),
-        ("acknowledgement latency p99 ms", f"{stats.percentile_ms(result.histogram, 0.99):.1f}"),
+        ("acknowledgement latency p50 ms", f"{percentile_ms(result.histogram, 0.50):.1f}"),
+        ("acknowledgement latency p99 ms", f"{percentile_ms(result.histogram, 0.99):.1f}"),
         (f"deliveries/s ({options.members} members per post)", f"{result.delivered / result.seconds:,.0f}"),
         ("open + join members s", f"{open_seconds:.2f}"),
         ("server CPU % of one core", f"{server_cpu:.0f}"),

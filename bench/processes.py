@@ -7,19 +7,21 @@ which updates a :class:`ClientState` under one condition variable that the phase
 from __future__ import annotations
 
 import http.client
-import json
 import math
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
+
+from loadclient.interface import Command, Progress, Ready, Spec, parse_line
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 HOST: Final = "127.0.0.1"
@@ -158,25 +160,10 @@ class Server:
 # Load clients
 
 
-@dataclass(frozen=True)
-class Ready:
-    """What load clients said once their sessions were open (summed over processes)."""
-
-    subscribed: int
-    failed: int
-    seconds: float  # opening and subscribing the sessions, in the slowest client
-    error: str  # the first failure, or "-"
-
-    @classmethod
-    def parse(cls, line: str) -> Ready:
-        subscribed, failed, seconds, error = line.split(" ", 3)
-        return cls(int(subscribed), int(failed), float(seconds), error)
-
-
 @dataclass
 class ClientState:
     ready: Ready | None = None
-    progress: list[int] = field(default_factory=list)
+    progress: Progress = field(default_factory=Progress)
     report: dict[str, Any] | None = None
     ended: bool = False
 
@@ -188,25 +175,25 @@ def split(total: int, parts: int) -> list[int]:
 
 
 class LoadClients:
-    """The load-client processes, and what they said on stdout (read by one thread each)."""
+    """The load-client processes (:mod:`loadclient`), and what they said on stdout (one thread each)."""
 
     def __init__(self, url: str, token: str, sessions: int, processes: int, phase_sizes: list[int]) -> None:
         self.changed = threading.Condition()
         self.states: list[ClientState] = []
         self.processes: list[subprocess.Popen[str]] = []
-        phases = ",".join(map(str, phase_sizes))
-        for share in split(sessions, processes):
-            argv = [sys.executable, "-m", "bench.loadclient", "--url", url, "--token", token]
-            argv += ["--sessions", str(share), "--phases", phases]
+        self._specs = tempfile.TemporaryDirectory(prefix="bench-loadclient-")
+        for n, share in enumerate(split(sessions, processes)):
+            spec = Path(self._specs.name) / f"spec-{n}.json"
+            spec.write_text(Spec(url, [token], sessions=share, phases=phase_sizes).to_json())
             process = subprocess.Popen(
-                argv,
+                [sys.executable, "-m", "loadclient", str(spec)],
                 cwd=ROOT,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
                 start_new_session=True,
             )
-            state = ClientState(progress=[0] * len(phase_sizes))
+            state = ClientState(progress=Progress(least=[0] * len(phase_sizes)))
             self.processes.append(process)
             self.states.append(state)
             threading.Thread(target=self._read, args=(process, state), daemon=True).start()
@@ -218,14 +205,14 @@ class LoadClients:
     def _read(self, process: subprocess.Popen[str], state: ClientState) -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            kind, _, rest = line.rstrip("\n").partition(" ")
+            kind, payload = parse_line(line)
             with self.changed:
                 if kind == "ready":
-                    state.ready = Ready.parse(rest)
+                    state.ready = Ready(**payload)
                 elif kind == "progress":
-                    state.progress = [int(n) for n in rest.split()]
+                    state.progress = Progress(**payload)
                 elif kind == "report":
-                    state.report = json.loads(rest)
+                    state.report = payload
                 self.changed.notify_all()
         with self.changed:
             state.ended = True
@@ -238,17 +225,17 @@ class LoadClients:
         readies = [s.ready for s in self.states if s.ready is not None]
         if len(readies) < len(self.states):
             raise BenchError("a load client exited before connecting (see its error above)")
-        errors = [r.error for r in readies if r.error != "-"]
+        errors = [r.first_error for r in readies if r.first_error != "-"]
         return Ready(
             subscribed=sum(r.subscribed for r in readies),
             failed=sum(r.failed for r in readies),
             seconds=max(r.seconds for r in readies),
-            error=errors[0] if errors else "-",
+            first_error=errors[0] if errors else "-",
         )
 
     def least(self, phase: int) -> int:
         """The fewest events of ``phase`` that any session has received."""
-        return min(s.progress[phase] for s in self.states)
+        return min(s.progress.least[phase] for s in self.states)
 
     def wait_progress(self, phase: int, target: int, limit: float = math.inf) -> bool:
         """Wait until every session has ``target`` events of ``phase``.
@@ -268,11 +255,11 @@ class LoadClients:
         return True
 
     def reports(self) -> list[dict[str, Any]]:
-        """Ask every client for its report; they exit after giving it."""
+        """Ask every client for its report, then end it."""
         for process in self.processes:
             assert process.stdin is not None
-            process.stdin.write("report\n")
-            process.stdin.flush()
+            process.stdin.write(f"{Command.REPORT}\n")
+            process.stdin.close()
         if not self._wait(lambda: all(s.report or s.ended for s in self.states), STOP_TIMEOUT):
             raise BenchError("load clients did not report")
         for process in self.processes:
@@ -284,6 +271,7 @@ class LoadClients:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        self._specs.cleanup()
 
     def _wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
         with self.changed:

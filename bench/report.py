@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from bench import stats
 from bench.processes import CpuUse
+from loadclient.histogram import merge, percentile_ms
 
 WARMUP, SATURATION, FIXED_RATE = 0, 1, 2
 LABEL_WIDTH: Final = 54
@@ -83,7 +83,7 @@ def phase_figures(run: PhaseRun, reports: list[dict[str, Any]], phase: int) -> P
     messages = sum(p["messages"] for p in parts)
     last_us = max((p["last_us"] for p in parts if p["messages"]), default=run.started_us)
     seconds = max((last_us - run.started_us) / 1e6, 1e-6)
-    histogram = stats.merge(p["histogram"] for p in parts)
+    histogram = merge(p["histogram"] for p in parts)
     return PhaseFigures(
         messages=messages,
         missing=sum(p["missing"] for p in parts),
@@ -91,8 +91,8 @@ def phase_figures(run: PhaseRun, reports: list[dict[str, Any]], phase: int) -> P
         disorder=sum(p["disorder"] for p in parts),
         seconds=run.seconds,
         delivered_per_s=messages / seconds,
-        p50_ms=stats.percentile_ms(histogram, 0.50),
-        p99_ms=stats.percentile_ms(histogram, 0.99),
+        p50_ms=percentile_ms(histogram, 0.50),
+        p99_ms=percentile_ms(histogram, 0.99),
         payload_bytes=sum(p["payload_bytes"] for p in parts) / max(messages, 1),
         server_cpu_pct=100 * run.cpu.server / run.seconds,
         client_cpu_pct=100 * run.cpu.clients / run.seconds,
@@ -155,6 +155,16 @@ def rows(sessions: int, rate: float) -> list[Row]:
         Row("missing + duplicate + out-of-order deliveries", lambda f: sum(p.errors for p in f.phases), "d"),
         Row("sessions failed or closed; unexpected frames", lambda f: f.broken, "d"),
     ]
+
+
+def figures(results: list[ServerFigures], sessions: int, rate: float) -> dict[str, Any]:
+    """The table as data (``--json``): every row's value per server, and their ratio with two."""
+    table = []
+    for row in rows(sessions, rate):
+        values = [row.value(r) for r in results]
+        ratio = _ratio(values[0], values[1], row) if len(results) == 2 else "-"
+        table.append({"label": row.label, "values": values, "ratio": ratio, "better": row.better})
+    return {"servers": [r.name for r in results], "rows": table, "ok": all(r.ok for r in results)}
 
 
 def render(results: list[ServerFigures], sessions: int, rate: float) -> str:

@@ -10,7 +10,7 @@ may create databases), and that many ``gateway serve`` processes with ``--bus na
 ``--db``. Then two measurements:
 
 - **events**: ``--sessions`` subscribed sessions split evenly across the instances (one load-client
-  process per instance, :mod:`bench.loadclient`); ``UPDATE_PATH`` tree events published in batches
+  process per instance, :mod:`loadclient`); ``UPDATE_PATH`` tree events published in batches
   through the instances' admin APIs in turn, at most ``--window`` events ahead of the slowest
   session. Every session must get every event once; the order of events published through
   different instances is not guaranteed (NATS orders per publisher), so it is shown, not required.
@@ -43,9 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from bench import stats
+import uvloop
+from picows import ws_connect
+
 from bench.broadcast import Publisher, gateway_argv
-from bench.chat import Member
+from bench.chat import STEP_TIMEOUT, Member
 from bench.processes import (
     HOST,
     ROOT,
@@ -59,6 +61,7 @@ from bench.processes import (
 )
 from bench.workload import WORKSPACE
 from gateway.identity.mint import mint_token
+from loadclient.histogram import bucket, merge, new_histogram, percentile_ms
 
 WARMUP_EVENTS: Final = 20
 DRAIN_LIMIT: Final = 30.0
@@ -347,7 +350,9 @@ def measure_events(deploy: Deployment, options: Options, nats_pid: int) -> Event
         for group in fleet.groups:
             ready = group.wait_ready()
             if ready.failed:
-                raise BenchError(f"{ready.failed} sessions could not subscribe; the first: {ready.error}")
+                raise BenchError(
+                    f"{ready.failed} sessions could not subscribe; the first: {ready.first_error}"
+                )
         say(f"{options.sessions} sessions subscribed across {len(deploy.servers)} instance(s)")
         saturate(fleet, publishers, 0, WARMUP_EVENTS, options)
         meter = Meter({"gateways": deploy.pids, "nats": [nats_pid], "clients": fleet.pids})
@@ -364,15 +369,17 @@ def measure_events(deploy: Deployment, options: Options, nats_pid: int) -> Event
     parts = [r["phases"][1] for r in reports]
     messages = sum(p["messages"] for p in parts)
     last_us = max((p["last_us"] for p in parts if p["messages"]), default=started_us)
-    histogram = stats.merge(p["histogram"] for p in parts)
+    histogram = merge(p["histogram"] for p in parts)
     return EventFigures(
         delivered_per_s=messages / max((last_us - started_us) / 1e6, 1e-6),
-        p50_ms=stats.percentile_ms(histogram, 0.50),
-        p99_ms=stats.percentile_ms(histogram, 0.99),
+        p50_ms=percentile_ms(histogram, 0.50),
+        p99_ms=percentile_ms(histogram, 0.99),
         missing=sum(p["missing"] for p in parts),
         duplicates=sum(p["duplicates"] for p in parts),
         reordered=sum(p["disorder"] for p in parts),
-        broken=sum(r["failed"] + sum(r["closed"].values()) + r["unexpected"] for r in reports),
+        broken=sum(
+            r["sessions"] - r["subscriptions"] + sum(r["closes"].values()) + r["unexpected"] for r in reports
+        ),
         gateway_cpu_pct=cpu["gateways"],
         nats_cpu_pct=cpu["nats"],
         client_cpu_pct=cpu["clients"],
@@ -453,8 +460,8 @@ class PostCounter(Member):
     page that follows its JOIN. Those are counted apart.
     """
 
-    def __init__(self, index: int, token: str, port: int, tally: Tally) -> None:
-        super().__init__(index, token, port)
+    def __init__(self, index: int, token: str, tally: Tally) -> None:
+        super().__init__(index, token)
         self.tally = tally
         self.seen: set[bytes] = set()
 
@@ -476,16 +483,17 @@ async def chat_load(deploy: Deployment, options: Options) -> tuple[float, list[i
     async def open_member(index: int) -> PostCounter:
         token = mint_token(secret, user=f"member{index}", profile="standard", ttl=3600)
         async with slots:
-            port = ports[index % len(ports)]
-            _, member = await asyncio.get_running_loop().create_connection(
-                lambda: PostCounter(index, token, port, tally), HOST, port
+            url = f"ws://{HOST}:{ports[index % len(ports)]}/chat"
+            _, member = await ws_connect(
+                lambda: PostCounter(index, token, tally), url, websocket_handshake_timeout=STEP_TIMEOUT
             )
+            assert isinstance(member, PostCounter)
             await member.join()
             return member
 
     tally = Tally(options.posts * options.members)
     members = await asyncio.gather(*(open_member(i) for i in range(options.members)))
-    histogram = stats.new_histogram()
+    histogram = new_histogram()
     remaining = [options.posts]
 
     async def lane(member: Member, lane_index: int) -> None:
@@ -493,7 +501,7 @@ async def chat_load(deploy: Deployment, options: Options) -> tuple[float, list[i
         while remaining[0] > 0:
             remaining[0] -= 1
             latency = await member.post(f"m{member.index}-{lane_index}-{n}")
-            histogram[stats.bucket(int(latency * 1e6))] += 1
+            histogram[bucket(int(latency * 1e6))] += 1
             n += 1
 
     started = time.perf_counter()
@@ -503,20 +511,19 @@ async def chat_load(deploy: Deployment, options: Options) -> tuple[float, list[i
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(tally.done.wait(), DRAIN_LIMIT)
     for member in members:
-        if member.transport is not None:
-            member.transport.close()
+        member.close()
     return seconds, histogram, tally
 
 
 def measure_chat(deploy: Deployment, options: Options, db_url: str) -> ChatFigures:
     meter = Meter({"gateways": deploy.pids})
-    seconds, histogram, tally = asyncio.run(chat_load(deploy, options))
+    seconds, histogram, tally = uvloop.run(chat_load(deploy, options))
     cpu = meter.percent()
     stored, distinct = stored_posts(db_url)
     return ChatFigures(
         posts_per_s=options.posts / seconds,
-        p50_ms=stats.percentile_ms(histogram, 0.50),
-        p99_ms=stats.percentile_ms(histogram, 0.99),
+        p50_ms=percentile_ms(histogram, 0.50),
+        p99_ms=percentile_ms(histogram, 0.99),
         deliveries_per_s=tally.received / seconds,
         delivered=tally.received,
         duplicates=tally.duplicates,

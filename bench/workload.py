@@ -1,11 +1,9 @@
-"""What the benchmark publishes, and how a receiver recognises it without decoding JSON.
+"""What the benchmark publishes.
 
 Every event is an immediate tree event (``UPDATE_PATH``: never debounced) for a distinct node
 inside one workspace, so every subscribed session must receive every event exactly once. The
-Target's Etag carries a marker ``bm:<phase>:<seq>:<published µs since the epoch>``: the load
-client finds it with one ``bytes.rfind`` and computes publish-to-deliver latency from it. The
-gateway keeps Etags untouched and the peer forwards the event as published, so both servers carry
-the marker to the client.
+Target's Etag carries the marker of :mod:`loadclient.marker` (phase, sequence number, publish
+time), from which the load client checks order and computes publish-to-deliver latency.
 """
 
 from __future__ import annotations
@@ -14,28 +12,11 @@ import json
 from collections.abc import Iterable
 from typing import Any, Final
 
+from loadclient.marker import marker
+
 TOPIC: Final = "topic.pydio.tree.nodes.changes"
 WORKSPACE: Final = {"uuid": "ws-bench", "slug": "bench-files", "roots": ["/ds/bench"], "permissions": "rw"}
-MARKER: Final = b'"bm:'
 PUBLISH_PATH: Final = "/api/v1/publish"
-
-
-def marker(phase: int, seq: int, published_us: int) -> str:
-    return f"bm:{phase}:{seq}:{published_us}"
-
-
-def parse_marker(data: bytes, start: int, stop: int) -> tuple[int, int, int] | None:
-    """``(phase, seq, published_us)`` from the marker inside ``data[start:stop]``, if there is one."""
-    begin = data.rfind(MARKER, start, stop)  # from the end: the marker is in the last node
-    if begin < 0:
-        return None
-    end = data.find(b'"', begin + len(MARKER), stop)
-    if end < 0:
-        return None
-    fields = data[begin + len(MARKER) : end].split(b":")
-    if len(fields) != 3:
-        return None
-    return int(fields[0]), int(fields[1]), int(fields[2])
 
 
 def tree_event(phase: int, seq: int, published_us: int) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def no_error_logged(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFix
     yield
     if request.node.get_closest_marker("logs_errors") is not None:
         return
-    records = [r for when in ("setup", "call", "teardown") for r in caplog.get_records(when)]  # type: ignore[arg-type]
+    records = [r for when in ("setup", "call", "teardown") for r in caplog.get_records(when)]
     errors = [f"{r.name}: {r.getMessage()}" for r in records if r.levelno >= logging.ERROR]
     if errors:
         pytest.fail("logged at ERROR without declaring it:\n" + "\n".join(errors[:5]), pytrace=False)

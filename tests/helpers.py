@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import trio
 import trio.testing
-from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
+from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection, wrap_client_stream
 
 from gateway.app import Gateway, migrate_store
 from gateway.config import Settings
 from gateway.identity.mint import mint_token
 from gateway.timers import SessionTimers
+
+if TYPE_CHECKING:
+    import hypothesis
+    import pytest
 
 E = TypeVar("E", bound=BaseException)
 
@@ -120,8 +124,11 @@ class Harness:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.gateway.websocket.serve_stream, server_stream, remote)
-                ws = await wrap_client_stream(nursery, client_stream, "gateway.test", path,
-                                              extra_headers=headers or [])  # fmt: skip
+                # trio-websocket types its stream as a socket or TLS stream; any trio stream works.
+                stream = cast(trio.SocketStream, client_stream)
+                ws = await wrap_client_stream(
+                    nursery, stream, "gateway.test", path, extra_headers=headers or []
+                )
                 try:
                     yield ws
                 finally:
@@ -183,7 +190,7 @@ class RawClient:
             data = await self.stream.receive_some(65536)
         except trio.BrokenResourceError:
             data = b""
-        self.ws.receive_data(data or None)
+        self.ws.receive_data(bytes(data) or None)
         self.events.extend(self.ws.events())
         return bool(data)
 
@@ -270,7 +277,7 @@ async def ws_client(url: str) -> AsyncIterator[WebSocketConnection]:
             await trio.aclose_forcefully(connection._stream)
 
 
-def fixed_cases(examples: int) -> Any:
+def fixed_cases(examples: int) -> hypothesis.settings:
     """Hypothesis settings for deterministic CI: fixed cases, no example database, no deadline."""
     from hypothesis import HealthCheck, settings
 
@@ -282,3 +289,16 @@ def fixed_cases(examples: int) -> Any:
         print_blob=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
     )
+
+
+def close_code(closed: pytest.ExceptionInfo[ConnectionClosed]) -> int:
+    """The close code of a ``pytest.raises(ConnectionClosed)`` (trio-websocket's reason is optional)."""
+    reason = closed.value.reason
+    assert reason is not None, "closed without a reason"
+    return reason.code
+
+
+def close_text(closed: pytest.ExceptionInfo[ConnectionClosed]) -> str | None:
+    reason = closed.value.reason
+    assert reason is not None, "closed without a reason"
+    return reason.reason

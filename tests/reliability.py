@@ -1,7 +1,7 @@
 """Trio-side helpers of the reliability suite: the load client process, metrics, publishing, faults.
 
-The tests drive real gateway processes (``tests/process.py``) with the asyncio load client of
-``tests/wsload.py`` in a process of its own, read the gateway's ``/metrics`` and ``/proc``, and
+The tests drive real gateway processes (``tests/process.py``) with the load client
+(:mod:`loadclient`) in a process of its own, read the gateway's ``/metrics`` and ``/proc``, and
 inject faults with the tools a root shell has (tmpfs and bind mounts, network namespaces).
 """
 
@@ -25,8 +25,9 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadclient.interface import Command, Progress, Ready, Spec, parse_line
+from loadclient.plan import Plan
 from tests.helpers import RawClient, admin_publish, http_request, token
-from tests.stressplan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 UPGRADE_REQUEST = (
@@ -58,25 +59,26 @@ def record(case: str, **figures: Any) -> None:
 
 
 @dataclass
-class Ready:
-    subscribed: int
-    failed: int
-    first_error: str
-    seconds: float
-
-
-@dataclass
 class LoadClient:
-    """The ``tests/wsload.py`` process, as a trio test sees it."""
+    """A load-client process (:mod:`loadclient`), as a trio test sees it."""
 
     process: trio.Process
     ready: Ready | None = None
-    received: int = 0  # plan messages received (first copies)
-    live: int = 0  # sessions connected and subscribed
+    progress: Progress = field(default_factory=Progress)
     closed: bool = False
     reports: list[dict[str, Any]] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
     _changed: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def received(self) -> int:
+        """Checked messages received (first copies)."""
+        return self.progress.received
+
+    @property
+    def live(self) -> int:
+        """Sessions connected and subscribed."""
+        return self.progress.live
 
     async def read_stdout(self) -> None:
         assert self.process.stdout is not None
@@ -96,17 +98,15 @@ class LoadClient:
             self.stderr.extend(chunk.decode(errors="replace").splitlines())
 
     def _on_line(self, line: str) -> None:
-        kind, _, rest = line.partition(" ")
+        kind, payload = parse_line(line)
         if kind == "ready":
-            subscribed, failed, first_error, seconds = rest.split(" ", 3)
-            self.ready = Ready(int(subscribed), int(failed), first_error, float(seconds))
+            self.ready = Ready(**payload)
         elif kind == "progress":
-            received, live = rest.split()
-            self.received, self.live = int(received), int(live)
+            self.progress = Progress(**payload)
         elif kind == "closed":
             self.closed = True
         elif kind == "report":
-            self.reports.append(json.loads(rest))
+            self.reports.append(payload)
 
     async def wait_for(self, condition: Callable[[], bool], what: str, stall: float = STALL_TIMEOUT) -> None:
         """Wait until ``condition()``; fail when the client reports nothing new for ``stall`` seconds."""
@@ -123,19 +123,22 @@ class LoadClient:
                     f"(received {self.received}, live {self.live}): {self.stderr[-20:]}"
                 )
 
-    async def command(self, line: str) -> None:
+    async def wait_received(self, count: int, what: str) -> None:
+        await self.wait_for(lambda: self.received >= count, what)
+
+    async def command(self, command: Command) -> None:
         assert self.process.stdin is not None
-        await self.process.stdin.send_all(line.encode() + b"\n")
+        await self.process.stdin.send_all(command.value.encode() + b"\n")
 
     async def report(self) -> dict[str, Any]:
         count = len(self.reports)
-        await self.command("report")
+        await self.command(Command.REPORT)
         await self.wait_for(lambda: len(self.reports) > count, "the report")
         return self.reports[-1]
 
     async def close_sessions(self) -> None:
         """Close every session: half with a close handshake, half by dropping the connection."""
-        await self.command("close")
+        await self.command(Command.CLOSE)
         await self.wait_for(lambda: self.closed, "the sessions to close")
 
 
@@ -153,12 +156,13 @@ async def load_client(
     """Start a load client with one session per token; yield once every session tried to subscribe.
 
     ``prefix`` goes before the command line (``ip netns exec NAME``, to run it elsewhere)."""
-    spec = {"url": url, "tokens": tokens, "plan": plan and plan.to_json(), "reconnect": reconnect,
-            "answer_pings": answer_pings}  # fmt: skip
-    spec_file = workdir / f"wsload-{time.monotonic_ns()}.json"
-    spec_file.write_text(json.dumps(spec))
+    spec = Spec(
+        url, tokens, plan=plan.to_json() if plan else None, reconnect=reconnect, answer_pings=answer_pings
+    )
+    spec_file = workdir / f"loadclient-{time.monotonic_ns()}.json"
+    spec_file.write_text(spec.to_json())
     process = await trio.lowlevel.open_process(
-        [*prefix, sys.executable, "-m", "tests.wsload", str(spec_file)],
+        [*prefix, sys.executable, "-m", "loadclient", str(spec_file)],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -276,7 +280,7 @@ async def publish_plan(
     for first in range(start, stop, batch):
         settled = first - window * batch
         if settled > start:
-            await client.wait_for(lambda s=settled: client.received >= cumulative[s], f"event {settled}")
+            await client.wait_received(cumulative[settled], f"event {settled}")
         last = min(first + batch, stop)
         now_us = time.time_ns() // 1000
         body = {"events": [dict(zip(("topic", "event"), plan.event(j, now_us), strict=True))

@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import psycopg
 import pytest
@@ -43,9 +43,12 @@ async def wait_until(condition: Callable[[], bool]) -> None:
         await trio.sleep(POLL)
 
 
-async def wait_until_async(condition: Callable[[], Awaitable[bool]]) -> None:
-    """``wait_until`` for a condition that must be fetched (a monitoring endpoint, an HTTP API)."""
-    while not await condition():  # noqa: ASYNC110 - the state is another process's
+Args = TypeVarTuple("Args")
+
+
+async def wait_until_async(condition: Callable[[*Args], Awaitable[bool]], *args: *Args) -> None:
+    """``wait_until`` for ``condition(*args)``, which must be fetched (a monitoring endpoint, an HTTP API)."""
+    while not await condition(*args):  # noqa: ASYNC110 - the state is another process's
         await trio.sleep(POLL)
 
 

@@ -170,7 +170,12 @@ def test_binary_migrates_with_its_bundled_scripts_from_any_directory(tmp_path: P
 
 async def test_binary_serves_events_and_chat_and_keeps_history_across_restarts(tmp_path: Path) -> None:
     dirs = RunDirs(tmp_path)
-    start = {"command": [str(BINARY)], "env": dirs.env(), "cwd": dirs.workdir, "start_timeout": RUN_TIMEOUT}
+    start: dict[str, Any] = {
+        "command": [str(BINARY)],
+        "env": dirs.env(),
+        "cwd": dirs.workdir,
+        "start_timeout": RUN_TIMEOUT,
+    }
     async with gateway_process(**start) as gw:
         assert [name[:4] for name in dirs.unpacked()] == ["_MEI"]  # TMPDIR is where it unpacks
         await deliver_event(gw)

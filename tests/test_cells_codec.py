@@ -34,11 +34,11 @@ SCHEMA = Path(__file__).parent.parent / "gateway" / "cells" / "schema"
 
 
 def payload(fixture: dict[str, Any]) -> bytes:
-    return (DATA / fixture["file"]).read_bytes()
+    return (DATA / str(fixture["file"])).read_bytes()
 
 
 def body(fixture: dict[str, Any]) -> bytes:
-    return (DATA / fixture["body_file"]).read_bytes()
+    return (DATA / str(fixture["body_file"])).read_bytes()
 
 
 def go_spacing(obj: Any) -> str:

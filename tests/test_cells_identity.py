@@ -118,7 +118,8 @@ async def test_cells_failure_is_platform_unavailable(fault: dict[str, Any]) -> N
         with pytest.raises(PlatformUnavailable) as refused:
             await resolver.resolve("opaque-alice")
     assert refused.value.code == ErrorCode.PLATFORM_UNAVAILABLE
-    assert sum(s.value for s in metrics.cells_requests.collect()[0].samples if s.name.endswith("_total")) > 0
+    [requests] = metrics.cells_requests.collect()
+    assert sum(s.value for s in requests.samples if s.name.endswith("_total")) > 0
 
 
 async def test_cells_unreachable_is_platform_unavailable() -> None:

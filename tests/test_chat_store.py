@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from gateway.chat import migrate
+from gateway.chat.faults import as_unavailable
 from gateway.chat.models import Base, make_engine
 from gateway.chat.records import (
     Edit,
@@ -38,7 +39,7 @@ from gateway.chat.records import (
     StoreError,
     StoreUnavailable,
 )
-from gateway.chat.store import ChatStore, as_unavailable
+from gateway.chat.store import ChatStore
 from tests.servers import free_port, new_pg_database, new_pg_schema, postgres_admin_url, psycopg_connect
 
 BACKENDS = ["sqlite", "postgresql"]

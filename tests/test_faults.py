@@ -23,6 +23,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from gateway.chat.models import DEFAULT_BUSY_TIMEOUT
+from loadclient.interface import Command
 from tests.helpers import TREE, RawClient, admin_publish, recv_json, token, ws_client
 from tests.process import GatewayProcess, gateway_env, gateway_process
 from tests.reliability import (
@@ -437,7 +438,7 @@ async def test_faults_reconnect_storm_of_2000_clients_all_subscribed_again(tmp_p
             async with load_client(url, [token()] * 2000, tmp_path, reconnect=True) as clients:
                 assert clients.ready is not None and clients.ready.subscribed == 2000
                 started = trio.current_time()
-                await clients.command("drop")
+                await clients.command(Command.DROP)
                 await clients.wait_for(lambda: clients.live < 2000, "the connections to drop")
                 await clients.wait_for(lambda: clients.live == 2000, "every client to subscribe again")
                 blip_s = trio.current_time() - started

@@ -7,14 +7,12 @@ queues encoded frames in the session's Outbox; the tests decode those frames aga
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import hub as hub_module
 from gateway.events import route
 from gateway.events.model import (
     Audience,
@@ -29,7 +27,7 @@ from gateway.handshake import CHAT, EVENTS
 from gateway.hub import Hub
 from gateway.identity import PROFILES, Identity, Workspace
 from gateway.metrics import Metrics
-from gateway.protocol import CloseCode
+from gateway.protocol import CloseCode, json_frame
 from gateway.session import Outbox, RateLimiter, Session
 from gateway.topics import ACTIVITY_TOPIC, IDM_TOPIC, META_TOPIC, TASKS_TOPIC, TREE_TOPIC
 from tests.helpers import idle_timers
@@ -441,15 +439,20 @@ def test_hub_shared_workspace_kept_while_one_session_holds_it() -> None:
     assert len(received(second)) == 1
 
 
-def test_hub_encodes_each_message_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def count_encodings(monkeypatch: pytest.MonkeyPatch) -> list[Json]:
+    """Every message the hub encodes from now on (the list fills as it does)."""
     calls: list[Json] = []
-    real: Callable[[Json], bytes] = hub_module.json_frame
 
     def counting(obj: Json) -> bytes:
         calls.append(obj)
-        return real(obj)
+        return json_frame(obj)
 
-    monkeypatch.setattr(hub_module, "json_frame", counting)
+    monkeypatch.setattr("gateway.hub.json_frame", counting)
+    return calls
+
+
+def test_hub_encodes_each_message_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = count_encodings(monkeypatch)
     hub = Hub(Metrics())
     commons = [make_session(hub) for _ in range(3)]
     for i, session in enumerate(commons):
@@ -471,9 +474,7 @@ def test_hub_encodes_each_message_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_hub_nobody_to_reach_encodes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[Json] = []
-    real: Callable[[Json], bytes] = hub_module.json_frame
-    monkeypatch.setattr(hub_module, "json_frame", lambda obj: calls.append(obj) or real(obj))
+    calls = count_encodings(monkeypatch)
     hub = Hub(Metrics())
     hub.start_delivering(make_session(hub), alice(COMMON))
     assert fan_out(hub, TASKS_TOPIC, {"TaskUpdated": {"TriggerOwner": "bob"}}) == 0

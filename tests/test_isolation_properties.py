@@ -203,7 +203,7 @@ def person_from_claims(claims: Json, spaces: tuple[WsDef, ...]) -> Person:
     roles = raw.split(",") if isinstance(raw, str) else raw
     return Person(
         user=claims["name"],
-        sub=claims.get("sub", claims["name"]),
+        sub=str(claims.get("sub", claims["name"])),
         profile=claims.get("profile", "anon"),
         roles=tuple(r.strip() for r in roles if r.strip()),
         workspaces=spaces,

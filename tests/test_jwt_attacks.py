@@ -39,6 +39,8 @@ from tests.helpers import (
     SECRET,
     TREE,
     Harness,
+    close_code,
+    close_text,
     http_request,
     make_settings,
     recv_json,
@@ -227,7 +229,7 @@ async def refused(ws: WebSocketConnection, jwt_: str) -> tuple[Json, int, str | 
     error = await recv_json(ws)
     with pytest.raises(ConnectionClosed) as closed:
         await recv_json(ws)
-    return error, closed.value.reason.code, closed.value.reason.reason
+    return error, close_code(closed), close_text(closed)
 
 
 ATTACK_CASES = [

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -409,7 +409,7 @@ async def test_multi_nats_restart_keeps_sessions_and_buffers(nats: NatsServer, d
             await nats.stop()
             stopped = trio.current_time()
             for gw in (a, b):
-                await wait_until_async(lambda gw=gw: not_ready(gw))
+                await wait_until_async(not_ready, gw)
                 assert await readiness(gw) == (503, {"status": "not_ready", "reason": "bus disconnected"})
                 assert await metric(gw, "gateway_bus_connected") == 0
             # Published during the outage: kept in each publisher's buffer, in order.
@@ -431,9 +431,9 @@ async def test_multi_nats_restart_keeps_sessions_and_buffers(nats: NatsServer, d
             await trio.sleep_until(stopped + NATS_OUTAGE)  # the outage lasts its 5 s
             await nats.start()
             for gw in (a, b):
-                await wait_until_async(lambda gw=gw: is_ready(gw))
+                await wait_until_async(is_ready, gw)
                 assert await metric(gw, "gateway_bus_reconnects_total") == 1
-                await wait_until_async(lambda gw=gw: buffer_empty(gw))
+                await wait_until_async(buffer_empty, gw)
 
             # One more event through each instance after the restart ends the check of each session:
             # its own instance's buffered event came first (resubscribed before sending the buffer);
@@ -538,12 +538,12 @@ async def test_multi_postgres_outage_longer_than_presence_timeout_keeps_members(
             stopped = trio.current_time()
             try:
                 for gw in (a, b):  # each instance's sweep has met the outage
-                    await wait_until_async(lambda gw=gw: logged(gw, "presence sweep skipped"))
+                    await wait_until_async(logged, gw, "presence sweep skipped")
                 await trio.sleep_until(stopped + timeout + 1.5)  # the outage outlasts the timeout
             finally:
                 await trio.to_thread.run_sync(pg_cluster.start)
             for gw in (a, b):  # a sweep after the outage (the only write since) has run
-                await wait_until_async(lambda gw=gw: logged(gw, "writes succeed again"))
+                await wait_until_async(logged, gw, "writes succeed again")
 
             for client in (alice, bob):
                 await client.send("JOIN", GLOBAL_ROOM, {"Message": "PING"})
@@ -595,18 +595,18 @@ async def test_multi_nats_restarts_repeatedly_chat_and_events_go_on(nats: NatsSe
             for cycle in range(1, RESTARTS + 1):
                 await nats.stop()
                 for gw in instances:
-                    await wait_until_async(lambda gw=gw: not_ready(gw))
+                    await wait_until_async(not_ready, gw)
                 await alice.send("POST", message={"RoomUuid": room["Uuid"], "Message": f"during {cycle}"})
                 await publish(a, (TREE, delete(f"/ds/common/a-{cycle}.txt", f"a-{cycle}")))
                 await publish(b, (TREE, delete(f"/ds/common/b-{cycle}.txt", f"b-{cycle}")))
                 await nats.start()
                 for gw in instances:
-                    await wait_until_async(lambda gw=gw: is_ready(gw))
-                    await wait_until_async(lambda gw=gw: buffer_empty(gw))
+                    await wait_until_async(is_ready, gw)
+                    await wait_until_async(buffer_empty, gw)
 
                 # alice's post comes back to her once; bob (on B) saw it live only if B was back first.
                 await bob.send("POST", message={"RoomUuid": room["Uuid"], "Message": f"sync {cycle}"})
-                await bob.recv_until(lambda f, text=f"sync {cycle}": f.get("Message") == text)
+                await bob.recv_until(message_is(f"sync {cycle}"))
                 assert sorted(await texts_until(alice, f"sync {cycle}")) == [
                     f"during {cycle}",
                     f"sync {cycle}",
@@ -625,6 +625,10 @@ async def test_multi_nats_restarts_repeatedly_chat_and_events_go_on(nats: NatsSe
                 assert await metric(gw, "gateway_bus_reconnects_total") == RESTARTS
                 assert await metric(gw, "gateway_sessions", endpoint="chat") == 1
                 assert await metric(gw, "gateway_sessions", endpoint="events") == 1
+
+
+def message_is(text: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda frame: frame.get("Message") == text
 
 
 async def texts_until(client: ChatClient, last: str) -> list[str]:
@@ -663,7 +667,7 @@ async def test_multi_nats_cluster_failover_to_the_next_url(tmp_path: Path, db_ur
                 for i in range(2)
             ]
             for server in servers:
-                await wait_until_async(lambda server=server: routed(server))
+                await wait_until_async(routed, server)
             urls = [server.url for server in servers]
             async with AsyncExitStack() as stack:
                 a, b = [
@@ -673,7 +677,7 @@ async def test_multi_nats_cluster_failover_to_the_next_url(tmp_path: Path, db_ur
                     for order in (urls, urls[::-1])
                 ]
                 for server in servers:  # each server knows both gateways' interest
-                    await wait_until_async(lambda server=server: subscriptions(server, 12))
+                    await wait_until_async(subscriptions, server, 12)
                 alice_a = await stack.enter_async_context(events_session(a, "alice"))
                 alice_b = await stack.enter_async_context(events_session(b, "alice"))
                 await publish(b, (TREE, delete("/ds/common/one.txt", "n-1")))
@@ -683,7 +687,7 @@ async def test_multi_nats_cluster_failover_to_the_next_url(tmp_path: Path, db_ur
                 await servers[0].stop()
                 await wait_metric(a, "gateway_bus_reconnects_total", 1)
                 assert await is_ready(a)
-                await wait_until_async(lambda: subscriptions(servers[1], 6 + 6))
+                await wait_until_async(subscriptions, servers[1], 6 + 6)
                 assert await metric(a, "gateway_bus_reconnects_total") == 1
                 assert await metric(b, "gateway_bus_reconnects_total") == 0
                 for origin, name in ((a, "two"), (b, "three")):

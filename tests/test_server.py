@@ -14,6 +14,7 @@ from tests.helpers import (
     TREE,
     Harness,
     RawClient,
+    close_code,
     expect_nothing,
     make_settings,
     recv_json,
@@ -84,7 +85,7 @@ async def test_bad_token_closes_4001(harness: Harness, jwt: str, error: str) -> 
         assert reply["error"] == error
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    assert closed.value.reason.code == 4001
+    assert close_code(closed) == 4001
 
 
 async def test_unknown_path_rejected_404(harness: Harness) -> None:
@@ -99,7 +100,7 @@ async def test_subscribe_timeout_closes_4001(harness: Harness, autojump_clock: o
         assert reply["error"] == "subscribe_timeout"
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    assert closed.value.reason.code == 4001
+    assert close_code(closed) == 4001
 
 
 async def test_token_expiry_closes_4001(harness: Harness, autojump_clock: object) -> None:
@@ -109,7 +110,7 @@ async def test_token_expiry_closes_4001(harness: Harness, autojump_clock: object
         assert reply["error"] == "token_expired"
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    assert closed.value.reason.code == 4001
+    assert close_code(closed) == 4001
 
 
 async def test_resubscribe_with_fresh_token_replaces_identity(harness: Harness) -> None:
@@ -131,7 +132,7 @@ async def test_resubscribe_as_another_user_closes_4003(harness: Harness) -> None
         assert (await recv_json(ws))["error"] == "identity_changed"
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    assert closed.value.reason.code == 4003
+    assert close_code(closed) == 4003
 
 
 async def test_unsubscribe_stops_delivery_and_keeps_socket(harness: Harness, autojump_clock: object) -> None:
@@ -157,7 +158,7 @@ async def test_unsubscribed_session_must_subscribe_again_in_time(
         assert trio.current_time() - start <= harness.gateway.settings.subscribe_timeout + 1
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-        assert closed.value.reason.code == 4001
+        assert close_code(closed) == 4001
 
 
 async def test_resubscribe_extends_token_expiry(harness: Harness, autojump_clock: object) -> None:
@@ -227,7 +228,7 @@ async def test_rate_limit_closes_1008(nursery: trio.Nursery) -> None:
         assert replies[-1]["error"] == "rate_limited"
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    assert closed.value.reason.code == 1008
+    assert close_code(closed) == 1008
 
 
 async def test_binary_frame_closes_1003(harness: Harness) -> None:
@@ -236,7 +237,7 @@ async def test_binary_frame_closes_1003(harness: Harness) -> None:
         assert (await recv_json(ws))["error"] == "binary_not_supported"
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    assert closed.value.reason.code == 1003
+    assert close_code(closed) == 1003
 
 
 async def test_oversized_message_gets_error_and_1009(harness: Harness) -> None:
@@ -245,7 +246,7 @@ async def test_oversized_message_gets_error_and_1009(harness: Harness) -> None:
         assert (await recv_json(ws))["error"] == "message_too_big"
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    assert closed.value.reason.code == 1009
+    assert close_code(closed) == 1009
 
 
 async def test_huge_message_cut_off_with_1009(harness: Harness) -> None:
@@ -257,7 +258,7 @@ async def test_huge_message_cut_off_with_1009(harness: Harness) -> None:
         await ws.send_message("a" * (1 << 20))
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    assert closed.value.reason.code == 1009
+    assert close_code(closed) == 1009
 
 
 async def test_large_token_accepted(harness: Harness) -> None:
@@ -315,7 +316,7 @@ async def test_drain_closes_sessions_1001(harness: Harness) -> None:
         assert (await recv_json(ws))["error"] == "shutting_down"
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
-    assert closed.value.reason.code == 1001
+    assert close_code(closed) == 1001
 
 
 @pytest.mark.logs_errors
@@ -331,7 +332,7 @@ async def test_handler_error_closes_only_that_session_1011(
         assert (await recv_json(victim))["error"] == "internal_error"
         with pytest.raises(ConnectionClosed) as closed:
             await victim.get_message()
-        assert closed.value.reason.code == 1011
+        assert close_code(closed) == 1011
         await harness.publish(TREE, tree_event("/ds/common/a.txt"))
         assert (await recv_json(bystander))["Target"]["Path"] == "common-files/a.txt"
     assert harness.gateway.metrics.registry.get_sample_value("gateway_handler_errors_total") == 1

@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -18,6 +19,8 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 from gateway.handshake import EVENTS
 from gateway.protocol import text_frame
 from gateway.session import Flusher, Outbox, RateLimiter, Session
+from loadclient.interface import Command
+from loadclient.plan import Plan
 from tests.helpers import TREE, RawClient, admin_publish, idle_timers, recv_json, token, ws_client
 from tests.process import gateway_env, gateway_process
 from tests.reliability import (
@@ -39,7 +42,6 @@ from tests.reliability import (
     settle_footprint,
     veth_namespace,
 )
-from tests.stressplan import Plan
 
 KEEPALIVE = {"GATEWAY_PING_INTERVAL": "1", "GATEWAY_PING_TIMEOUT": "1", "GATEWAY_CLOSE_TIMEOUT": "1"}
 # Ping every 1 s, 1 s to answer, timers checked every 0.5 s: a peer is declared dead within 2.5 s.
@@ -54,7 +56,7 @@ async def test_slow_peers_stuck_reader_closed_4008_while_others_get_everything_i
 ) -> None:
     env = gateway_env(GATEWAY_OUTBOX_MAX_FRAMES="512")  # close_timeout: the default 5 s
     jwt = token("stuck", workspaces=[READERS.base_workspaces[0].claim()])
-    publish = {"batch": 100, "window": 2, "cumulative": cumulative_deliveries(READERS)}
+    publish: dict[str, Any] = {"batch": 100, "window": 2, "cumulative": cumulative_deliveries(READERS)}
     with trio.fail_after(120):
         async with gateway_process(env=env) as gw:
             before = await footprint(gw.admin_port, gw.process.pid)
@@ -65,7 +67,7 @@ async def test_slow_peers_stuck_reader_closed_4008_while_others_get_everything_i
                 # Two clients stop reading: one resumes once the server gave up on it, one never does.
                 resumes = await raw_client(gw.ws_port, jwt=jwt, rcvbuf=4096)
                 never = await raw_client(gw.ws_port, jwt=jwt, rcvbuf=4096)
-                await readers.command("phase")
+                await readers.command(Command.PHASE)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_resume_after_slow_consumer_close, gw.admin_port, resumes)
                     await publish_plan(gw.admin_port, READERS, readers, start=PHASE, **publish)
@@ -309,5 +311,5 @@ async def test_slow_peers_overflow_keeps_the_rest_of_a_half_written_frame() -> N
     reader.receive_bytes(bytes(wire))
     frames = [(frame.opcode, frame.payload) for frame in reader.received_frames()]
     assert [opcode for opcode, _ in frames] == [Opcode.TEXT, Opcode.TEXT]
-    assert frames[0][1] == "x" * 3000 and json.loads(frames[1][1])["error"] == "slow_consumer"
+    assert frames[0][1] == "x" * 3000 and json.loads(str(frames[1][1]))["error"] == "slow_consumer"
     assert outbox.closing is not None and outbox.closing.code == 4008  # the writer closes next

@@ -18,6 +18,7 @@ import trio
 import trio.testing
 
 from gateway.metrics import Metrics, count_open_fds, count_trio_tasks
+from loadclient.plan import Plan
 from tests.process import gateway_process
 from tests.reliability import (
     Footprint,
@@ -28,7 +29,6 @@ from tests.reliability import (
     record,
     settle_footprint,
 )
-from tests.stressplan import Plan
 
 SHORT = Plan(sessions=100, events=2_000, users=34, workspaces=10)
 LONG = Plan(sessions=300, events=20_000, users=100, workspaces=30)

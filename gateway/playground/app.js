@@ -7,6 +7,7 @@
   const KEY_STORAGE = "cells-ws-gateway.admin-key";
   const MAX_ITEMS = 200;
   const PRESENCE_MS = 15000;
+  const HISTORY_PAGE = 40; // messages per HISTORY page, as Cells' client asks
   const EXAMPLES = {
     "topic.pydio.tree.nodes.changes": {
       Target: { Uuid: "n-1", Path: "/ds/common/hello.txt", Type: "LEAF", Size: "12" },
@@ -376,6 +377,12 @@
   function onRoom(room) {
     if (!room || !room.Uuid) return;
     if ((room.Users || []).includes(chat.user)) {
+      // Newly joined: ask for its latest page, as Cells' ChatClient does (HISTORY also re-sends
+      // the ROOM_UPDATE, which by then finds the room known and asks nothing more).
+      if (!chat.rooms.has(room.Uuid)) {
+        chatSend({ "@type": "HISTORY", Room: { Uuid: room.Uuid },
+          Message: { Message: JSON.stringify({ Offset: 0, Limit: HISTORY_PAGE }) } });
+      }
       chat.rooms.set(room.Uuid, room);
       if (!chat.current) chat.current = room.Uuid;
     } else {

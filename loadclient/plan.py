@@ -1,7 +1,7 @@
 """A deterministic multi-tenant workload, and the oracle of what every session must receive.
 
 Shared by the reliability tests, which publish the events, and by the load client
-(``tests/wsload.py``), which checks every message it receives against the oracle. The oracle is
+(:mod:`loadclient.checks`), which checks every message it receives against the oracle. The oracle is
 written from docs/PROTOCOL.md, not from the gateway's routing code, so that it checks that code
 instead of repeating it. Pure: no I/O, no trio, no asyncio.
 

@@ -1,4 +1,4 @@
-"""Latency histograms that load-client processes fill and the orchestrator merges.
+"""Latency histograms that load-client processes fill and the benchmarks merge.
 
 Buckets are logarithmic, 1% wide, over microseconds (bucket ``i`` holds latencies whose natural
 log times 100 is ``i``), so a percentile is exact to 1% whatever the range, recording costs one
