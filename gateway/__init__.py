@@ -18,13 +18,17 @@ module under 400 lines.
 - ``events``     routing of the platform's topics (tree, tasks, idm, activity) + debounce,
                  and the payload codecs (the gateway's JSON; Cells') (pure)
 - ``refresh``    cells identity: re-resolve the sessions an identity event touches
-- ``hub``        session registry, audience indexes, fan-out without awaiting any session
-- ``session``    per-connection state: outbox, rate limit, close requests
+- ``delivery``   the shared log of routed events, one stream per audience, each session's cursor
+                 over its streams (pure)
+- ``hub``        session registry, one stream per audience, fan-out without awaiting any session
+- ``flusher``    one task that writes for every session a fan-out reached
+- ``session``    per-connection state: what it may see, its feed and writer, rate limit, close
 - ``timers``     a session's deadlines (subscribe, token expiry, keepalive) as a pure state machine
-- ``server``     the WebSocket listener: handshake, reader and writer loops, timer checks
+- ``connection`` the server side of a WebSocket on wsproto: transport, upgrade, frames, writer
+- ``server``     the WebSocket listener: upgrade checks, one reader task per session, closing
+- ``commands``   what a session's messages do: subscribe, unsubscribe, the endpoint's requests
 - ``handshake``  who may open a WebSocket: paths, Origin, limits, and the refusals (pure)
 - ``endpoints``  what each socket path adds: the events socket; the chat socket is ``chat``
-- ``wsconn``     the only place that reaches into trio-websocket internals
 - ``dispatch``   topic subscription tasks: bus -> debounce -> routing -> hub
 - ``admin``      the admin HTTP listener (h11): health, metrics, publish and token API, playground
 - ``chat``       chat rooms, presence, posting rules and the SQL history store

@@ -28,7 +28,9 @@ from gateway.chat import migrate
 from gateway.chat.access import CellsNodeAccess, HttpNodeAccess, NodeAccess, NodeRoomsDisabled, OpenNodeAccess
 from gateway.chat.service import ChatService
 from gateway.chat.store import ChatStore
+from gateway.commands import Commands
 from gateway.config import ConfigError, Settings
+from gateway.delivery.log import EventLog
 from gateway.dispatch import Dispatcher
 from gateway.endpoints import EndpointHandler, EventsEndpoint
 from gateway.events.codec import EventCodec, JsonCodec
@@ -210,7 +212,8 @@ class Gateway:
                 "no admin key configured: set GATEWAY_ADMIN_KEY (or run with --dev for a generated one)"
             )
         self.settings = settings
-        self.hub = Hub(self.metrics)
+        self.log = EventLog(max_entries=settings.history_size, max_age=settings.history_seconds)
+        self.hub = Hub(self.metrics, self.log, trio.current_time)
         self.bus = make_bus(settings, self.metrics)
         self.refresher = AccessRefresher(self.resolver, self.hub, self.metrics)
         self.dispatcher = Dispatcher(
@@ -226,8 +229,9 @@ class Gateway:
         self.nodes = make_node_access(settings, self.http, cells)
         self.chat = ChatService(settings, self.store, self.bus, self.nodes, self.metrics)
         handlers: dict[str, EndpointHandler] = {EVENTS: EventsEndpoint(), CHAT: self.chat}
-        self.websocket = WebSocketServer(settings, self.hub, self.resolver, handlers, self.metrics)
-        self.refresher.after_change = self.websocket.identity_changed
+        self.commands = Commands(settings, self.hub, self.resolver, handlers, self.metrics)
+        self.websocket = WebSocketServer(settings, self.hub, self.commands, self.metrics)
+        self.refresher.after_change = self.commands.identity_changed
         self.admin = AdminServer(
             settings, self.metrics, self.bus, self.readiness, ws_ports=lambda: self.websocket.ports
         )

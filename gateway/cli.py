@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import secrets
 import sys
@@ -150,6 +151,8 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
         settings = _dev_settings(settings, out)
     gateway = Gateway(settings)  # refuses to start without keys, before anything listens
     logs.configure(settings.log_level, settings.log_format)
+    for notice in settings.notices:
+        logging.getLogger("gateway.config").warning("%s", notice)
     # The chat store's worker threads need the GIL for a moment between SQLite calls; with the
     # default 5 ms switch interval they queue behind the event loop during fan-out bursts
     # (measured: +30% durable posts/s with 0.5 ms, no change on the events path, which has no
@@ -198,6 +201,8 @@ def _check_config(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     settings = _settings(args)
     Gateway(settings)  # builds (and so checks) every service, without starting any
+    for notice in settings.notices:
+        print(f"# warning: {notice}", file=out)
     for name, value in config.effective(settings).items():
         print(f"{name} = {json.dumps(list(value) if isinstance(value, tuple) else value)}", file=out)
     print("# configuration is valid", file=out)

@@ -120,7 +120,7 @@ class Dispatcher:
     def _route_all(self, topic: str, events: list[JsonObject]) -> None:
         for event in events:
             try:
-                self._hub.fan_out(topic, route(topic, event, self._hub.covering))
+                self._hub.fan_out(topic, route(topic, event, self._hub.covering), event)
             except Exception:
                 # A routing bug must cost one event, not the topic: count it, log it, go on.
                 self._metrics.events_dropped.labels(topic, "route_error").inc()

@@ -1,20 +1,23 @@
-"""Session registry and fan-out: who is connected, indexed by what events are addressed to.
+"""Session registry and fan-out: who is connected, and one stream per audience they belong to.
 
-Events are addressed to audiences (a user, a role, a workspace, ...). The hub keeps one index per
-kind of audience over the sessions that are subscribed, so routing an event costs a few dict
-look-ups per audience instead of a filter over every session. Fan-out encodes each distinct
-message once and hands the same frame to every recipient with ``Session.send``, which never waits.
+Events are addressed to audiences (a user, a role, a workspace, ...). The hub keeps one stream
+(``gateway.delivery.streams``) per audience that has a subscribed session. Fan-out appends the
+event to the shared log, encodes each delivery's message once, and appends the frame to the stream
+of each of its audiences: its cost does not depend on how many sessions an audience has. The
+flusher then hands each member of a changed stream everything past its cursor.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator
 
+from gateway.delivery.log import EventLog
+from gateway.delivery.streams import Stream
 from gateway.events.model import (
     Audience,
     Delivery,
+    JsonObject,
     ToAdmins,
     ToRole,
     ToSub,
@@ -26,28 +29,37 @@ from gateway.handshake import EVENTS
 from gateway.identity import Identity, Workspace
 from gateway.metrics import Metrics
 from gateway.paths import ancestors_and_self
-from gateway.protocol import json_frame
 from gateway.session import Session
 
-K = TypeVar("K")
+Clock = Callable[[], float]
+
+
+def audiences_of(identity: Identity) -> list[Audience]:
+    """Every audience a session of ``identity`` belongs to (a workspace listed twice, once)."""
+    found: list[Audience] = [ToUser(identity.user), ToSub(identity.sub)]
+    found += [ToRole(role) for role in identity.roles]
+    for ws in dict.fromkeys(identity.workspaces):
+        found += [ToWorkspace(ws), ToWorkspaceUuid(ws.uuid)]
+    if identity.is_admin:
+        found.append(ToAdmins())
+    return list(dict.fromkeys(found))
 
 
 class Hub:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, log: EventLog, clock: Clock) -> None:
         self._metrics = metrics
+        self.log = log
+        self._clock = clock
         self.sessions: set[Session] = set()
         self._per_remote: Counter[str] = Counter()
-        self._by_user: dict[str, set[Session]] = {}
-        self._by_sub: dict[str, set[Session]] = {}
-        self._by_role: dict[str, set[Session]] = {}
-        self._by_workspace: dict[Workspace, set[Session]] = {}
-        self._by_workspace_uuid: dict[str, set[Session]] = {}
-        self._admins: set[Session] = set()
+        self._streams: dict[Audience, Stream[Session]] = {}
+        self._dirty: dict[Stream[Session], None] = {}  # streams appended to since the last flush
         self._roots: dict[str, Counter[Workspace]] = {}  # root -> workspaces with that root
         # The identity each session is indexed under. Kept here, not read back from the session:
         # Session.close() clears ``subscribed`` before the hub hears of it, and the session's
         # identity may be replaced before it is re-indexed.
         self._indexed: dict[Session, Identity] = {}
+        self.on_dirty: Callable[[], None] | None = None  # wakes the flusher
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -69,37 +81,50 @@ class Hub:
         return self._per_remote[remote]
 
     def start_delivering(self, session: Session, identity: Identity) -> None:
-        """(Re-)index an events session under ``identity``; events published from now reach it."""
+        """(Re-)index a session under ``identity``; events appended from now on reach it."""
         self.stop_delivering(session)
         session.identity = identity
         session.subscribed = True
         if session.endpoint == EVENTS:
             self._indexed[session] = identity
-            self._index(session, identity, add=True)
+            self._index(session, identity)
 
     def stop_delivering(self, session: Session) -> None:
+        """Take the session out of its streams; what they held for it stays queued to it."""
         identity = self._indexed.pop(session, None)
         if identity is not None:
-            self._index(session, identity, add=False)
+            session.feed.keep_routed(self.log.head, identity)
+            self._unindex(session, identity)
+            if session.feed.has_own:
+                session.flush_soon()
         session.subscribed = False
 
-    def _index(self, session: Session, identity: Identity, *, add: bool) -> None:
-        _toggle(self._by_user, identity.user, session, add)
-        _toggle(self._by_sub, identity.sub, session, add)
-        for role in identity.roles:
-            _toggle(self._by_role, role, session, add)
-        for ws in dict.fromkeys(identity.workspaces):  # a workspace listed twice is indexed once
-            _toggle(self._by_workspace_uuid, ws.uuid, session, add)
-            first = ws not in self._by_workspace
-            _toggle(self._by_workspace, ws, session, add)
-            if add and first:
-                for root in ws.roots:
-                    self._roots.setdefault(root, Counter())[ws] += 1
-            elif not add and ws not in self._by_workspace:
-                for root in ws.roots:
-                    self._forget_root(root, ws)
-        if identity.is_admin:
-            (self._admins.add if add else self._admins.discard)(session)
+    def _index(self, session: Session, identity: Identity) -> None:
+        feed = session.feed
+        feed.cursor = max(feed.cursor, self.log.head)
+        feed.streams = []
+        for audience in audiences_of(identity):
+            stream = self._streams.get(audience)
+            if stream is None:
+                stream = self._streams[audience] = Stream(audience)
+                if isinstance(audience, ToWorkspace):
+                    for root in audience.workspace.roots:
+                        self._roots.setdefault(root, Counter())[audience.workspace] += 1
+            stream.members.add(session)
+            feed.streams.append(stream)
+
+    def _unindex(self, session: Session, identity: Identity) -> None:
+        for audience in audiences_of(identity):
+            stream = self._streams.get(audience)
+            if stream is None:
+                continue
+            stream.members.discard(session)
+            if not stream.members:
+                del self._streams[audience]
+                self._dirty.pop(stream, None)
+                if isinstance(audience, ToWorkspace):
+                    for root in audience.workspace.roots:
+                        self._forget_root(root, audience.workspace)
 
     def _forget_root(self, root: str, ws: Workspace) -> None:
         counter = self._roots[root]
@@ -120,59 +145,52 @@ class Hub:
     def recipients(self, audiences: Iterable[Audience]) -> set[Session]:
         found: set[Session] = set()
         for audience in audiences:
-            found.update(self._resolve(audience))
+            stream = self._streams.get(audience)
+            if stream is not None:
+                found.update(stream.members)
         return found
 
-    def _snapshot(self, audiences: tuple[Audience, ...]) -> Iterable[Session]:
-        """The recipients as a copy: a send may close a slow consumer, which unindexes it.
+    def stream(self, audience: Audience) -> Stream[Session] | None:
+        return self._streams.get(audience)
 
-        Most deliveries have one audience: a list copy of its index, cheaper than a set union.
+    # -- fan-out ------------------------------------------------------------------------------
+
+    def fan_out(self, topic: str, deliveries: Iterable[Delivery], event: JsonObject | None = None) -> int:
+        """Append the event to the log and its frames to its audiences' streams.
+
+        Returns how many sessions the event's messages will reach.
         """
-        if len(audiences) == 1:
-            return list(self._resolve(audiences[0]))
-        return self.recipients(audiences)
+        entry = self.log.append(topic, event if event is not None else {}, list(deliveries), self._clock())
+        reached = 0
+        for seq, delivery in enumerate(entry.deliveries):
+            streams = [s for a in delivery.audiences if (s := self._streams.get(a)) is not None]
+            if not streams:
+                continue
+            count = _reach(streams, delivery)
+            if not count:
+                continue
+            item = (entry.offset, seq, entry.frame(seq), delivery.allow)
+            for stream in streams:
+                stream.append(item)
+                self._dirty[stream] = None
+            reached += count
+        if reached:
+            self._metrics.events_delivered.labels(topic).inc(reached)
+            if self.on_dirty is not None:
+                self.on_dirty()
+        return reached
 
-    def _resolve(self, audience: Audience) -> Iterable[Session]:
-        match audience:
-            case ToUser(login):
-                return self._by_user.get(login, ())
-            case ToSub(sub):
-                return self._by_sub.get(sub, ())
-            case ToRole(role):
-                return self._by_role.get(role, ())
-            case ToAdmins():
-                return self._admins
-            case ToWorkspace(workspace):
-                return self._by_workspace.get(workspace, ())
-            case ToWorkspaceUuid(uuid):
-                return self._by_workspace_uuid.get(uuid, ())
-        raise AssertionError(audience)  # pragma: no cover
-
-    def fan_out(self, topic: str, deliveries: Iterable[Delivery]) -> int:
-        """Queue each delivery's message to its sessions; return how many messages were queued."""
-        queued = 0
-        for delivery in deliveries:
-            frame: bytes | None = None
-            for session in self._snapshot(delivery.audiences):
-                identity = session.identity
-                if identity is None or (delivery.allow is not None and not delivery.allow(identity)):
-                    continue
-                if frame is None:
-                    frame = json_frame(delivery.message)
-                session.send(frame)
-                queued += 1
-        if queued:
-            self._metrics.events_delivered.labels(topic).inc(queued)
-        return queued
+    def take_dirty(self) -> list[Stream[Session]]:
+        dirty, self._dirty = list(self._dirty), {}
+        return dirty
 
 
-def _toggle(index: dict[K, set[Session]], key: K, session: Session, add: bool) -> None:
-    bucket = index.get(key)
-    if add:
-        if bucket is None:
-            bucket = index[key] = set()
-        bucket.add(session)
-    elif bucket is not None:
-        bucket.discard(session)
-        if not bucket:
-            del index[key]
+def _reach(streams: list[Stream[Session]], delivery: Delivery) -> int:
+    """How many sessions a delivery reaches: each once, if its identity passes ``allow``."""
+    allow = delivery.allow
+    if len(streams) == 1 and allow is None:
+        return len(streams[0].members)
+    sessions = set().union(*(s.members for s in streams)) if len(streams) > 1 else streams[0].members
+    if allow is None:
+        return len(sessions)
+    return sum(1 for s in sessions if s.identity is not None and allow(s.identity))

@@ -26,7 +26,9 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001  # the gateway is shutting down; reconnect later
+    PROTOCOL_ERROR = 1002  # a frame that breaks RFC 6455 (say, an unmasked client frame)
     UNSUPPORTED_DATA = 1003  # a binary frame: the protocol is JSON text only
+    INVALID_DATA = 1007  # a text frame that is not UTF-8
     POLICY_VIOLATION = 1008  # inbound rate limit exceeded
     MESSAGE_TOO_BIG = 1009  # inbound frame over the configured size limit
     INTERNAL_ERROR = 1011  # a bug on our side; the session is closed, the server goes on

@@ -1,90 +1,77 @@
-"""The WebSocket listener: handshake checks, then one reader and one writer task per session.
+"""The WebSocket listener: upgrade checks, then one reader task per session, and the closing handshake.
 
-Each TCP connection runs in its own nursery under a catch-all boundary, so no error in one
-connection can take the listener down (an unhandled error in a trio-websocket handler otherwise
-tears down the whole server). Handshakes are time-boxed; refused handshakes get an HTTP status
-and a JSON body. One task checks every session's timers (subscribe deadline, token expiry,
-keepalive), so a session costs two tasks of ours (reader, writer) plus trio-websocket's reader.
+Each TCP connection runs in its own task under a catch-all boundary, so no error in one connection
+can take the listener down. Handshakes are time-boxed; refused ones get an HTTP status and a body.
+After the upgrade the connection's task is its reader: it parses frames (``connection.frames``),
+answers pings, hands complete messages to ``commands``, and sees the closing handshake through.
+Writing is the session's ``Writer``'s, which starts a task only when the socket is full; one task
+checks every session's timers. An idle session therefore costs one task.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
+import socket
 from collections import Counter
 from functools import partial
 from typing import Final
-from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    WebSocketConnection,
-    WebSocketRequest,
-    wrap_server_stream,
-)
 
-from gateway import wsconn
+from gateway.commands import Commands
 from gateway.config import Settings, parse_host_port
-from gateway.endpoints import EndpointHandler
-from gateway.handshake import CHAT, ENDPOINT_PATHS, Refusal, allowed_origins, refusal
-from gateway.hub import Hub
-from gateway.identity import Identity
-from gateway.identity.resolver import Resolver
-from gateway.metrics import Metrics
-from gateway.protocol import (
-    SUBSCRIBE_TYPES,
-    AuthError,
-    CloseCode,
-    ErrorCode,
-    PlatformUnavailable,
-    ProtocolError,
-    Subscribe,
-    Unsubscribe,
-    decode_frame,
-    parse_session_command,
-    subscribed_frame,
-    unsubscribed_frame,
-    wants_acknowledgements,
+from gateway.connection.frames import (
+    FrameConnection,
+    Malformed,
+    Message,
+    PeerClosed,
+    PingReceived,
+    PongReceived,
+    TooBig,
 )
-from gateway.session import CloseRequest, Flusher, Outbox, RateLimiter, Session
-from gateway.timers import SessionTimers, deadline_of
+from gateway.connection.transport import SocketTransport, StreamTransport, Transport
+from gateway.connection.upgrade import BAD_REQUEST, BadRequest, Handshake, UpgradeRequest
+from gateway.connection.writer import Writer
+from gateway.delivery.log import EventLog
+from gateway.flusher import Flusher
+from gateway.handshake import ENDPOINT_PATHS, Refusal, allowed_origins, refusal
+from gateway.hub import Hub
+from gateway.metrics import Metrics
+from gateway.protocol import CloseCode, ErrorCode
+from gateway.session import CloseRequest, Limits, RateLimiter, Session
+from gateway.timers import SessionTimers
 
 log = logging.getLogger("gateway.server")
 
-# trio-websocket buffers this many complete inbound messages per connection before its reader
-# waits for ours; a few keep pongs and close frames flowing while a message is being handled.
-INBOUND_QUEUE: Final = 4
+RECEIVE_BYTES: Final = 65536
 # Frames up to this multiple of the limit are read whole, so they get a JSON error before 1009;
-# anything larger is cut off by trio-websocket after its first chunk (close 1009, no error frame).
+# a larger message is cut off as soon as it passes it (close 1009, no error frame).
 HARD_SIZE_FACTOR: Final = 4
 # How often session timers are checked: their precision, in seconds.
 TIMER_TICK: Final = 0.5
+# How long a closed connection keeps reading (and dropping) what the peer still sends, so that
+# closing does not reset the connection under the close frame in flight.
+LINGER: Final = 2.0
 
 
 class WebSocketServer:
-    def __init__(
-        self,
-        settings: Settings,
-        hub: Hub,
-        resolver: Resolver,
-        handlers: dict[str, EndpointHandler],
-        metrics: Metrics,
-    ) -> None:
+    def __init__(self, settings: Settings, hub: Hub, commands: Commands, metrics: Metrics) -> None:
         self.settings = settings
         self.hub = hub
-        self.resolver = resolver
-        self.handlers = handlers
+        self.commands = commands
         self.metrics = metrics
+        self.log: EventLog = hub.log
         self.ports: list[int] = []
         self.draining = False
+        self.flusher = Flusher(hub)
+        self._limits = Limits(
+            settings.slow_consumer_lag_bytes, settings.write_stall_seconds, settings.close_timeout
+        )
         self._origins = allowed_origins(settings.allowed_origins)
         self._accepting: trio.CancelScope | None = None
         self._connections: trio.Nursery | None = None
         self._pending_handshakes = 0
         self._pending_by_remote: Counter[str] = Counter()
-        self.flusher = Flusher()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -107,7 +94,7 @@ class WebSocketServer:
     async def run_housekeeping(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Every session's timers, and the Flusher that writes their queued frames; until cancelled."""
+        """Every session's timers, and the flusher that writes what fan-out queued; until cancelled."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.run_timers)
             nursery.start_soon(self.flusher.run)
@@ -130,24 +117,40 @@ class WebSocketServer:
     async def serve_stream(self, stream: trio.abc.Stream, remote: str | None = None) -> None:
         """Serve one connection from handshake to close. Never raises (but Cancelled)."""
         remote = remote or _remote_ip(stream)
+        transport = _transport(stream)
         try:
-            async with trio.open_nursery() as nursery:
-                request = await self._handshake(nursery, stream, remote)
-                if request is not None:
-                    await self._accept_or_refuse(request, remote, stream)
-                nursery.cancel_scope.cancel()  # stop trio-websocket's reader task
-        except* (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the peer went away mid-handshake or mid-close: nothing to report
-        except* Exception as group:
+            await self._serve(transport, remote)
+        except Exception:
             self.metrics.handler_errors.inc()
-            log.error("connection from %s failed", remote, exc_info=group)
+            log.exception("connection from %s failed", remote)
         finally:
             with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(stream)
+                await transport.aclose()
 
-    async def _handshake(
-        self, nursery: trio.Nursery, stream: trio.abc.Stream, remote: str
-    ) -> WebSocketRequest | None:
+    async def _serve(self, transport: Transport, remote: str) -> None:
+        handshake = Handshake()
+        request = await self._read_upgrade(transport, handshake, remote)
+        if request is None:
+            return
+        refused = self._refusal(request, remote)
+        if refused is not None:
+            self.metrics.connections_refused.labels(refused.error).inc()
+            await self._answer(transport, handshake.refuse(refused))
+            return
+        session = self._new_session(ENDPOINT_PATHS[request.path], remote)
+        # The session counts against the limits from now, before the accept's write: handshakes
+        # completing together cannot all pass the checks above.
+        self.hub.add(session)
+        try:
+            response, trailing = handshake.accept()
+            await self._answer(transport, response, linger=False)
+            await self._run_session(session, transport, trailing)
+        finally:
+            self.hub.remove(session)
+
+    async def _read_upgrade(
+        self, transport: Transport, handshake: Handshake, remote: str
+    ) -> UpgradeRequest | None:
         # Connections still in their handshake are capped too, in all and per address, so one
         # address cannot hold the listener with half-open handshakes.
         if (
@@ -160,12 +163,14 @@ class WebSocketServer:
         self._pending_by_remote[remote] += 1
         try:
             with trio.move_on_after(self.settings.handshake_timeout):
-                return await wrap_server_stream(
-                    nursery,
-                    stream,
-                    message_queue_size=INBOUND_QUEUE,
-                    max_message_size=self.settings.max_message_bytes * HARD_SIZE_FACTOR,
-                )
+                try:
+                    while (request := handshake.receive(await transport.receive_some(RECEIVE_BYTES))) is None:
+                        pass
+                    return request
+                except BadRequest:
+                    self.metrics.connections_refused.labels("bad_request").inc()
+                    await self._answer(transport, BAD_REQUEST)
+                    return None
             self.metrics.connections_refused.labels("handshake_timeout").inc()
             return None
         finally:
@@ -174,42 +179,25 @@ class WebSocketServer:
             if self._pending_by_remote[remote] <= 0:
                 del self._pending_by_remote[remote]
 
-    def _refusal(self, request: WebSocketRequest, remote: str) -> Refusal | None:
+    def _refusal(self, request: UpgradeRequest, remote: str) -> Refusal | None:
         s = self.settings
+        if request.path in ENDPOINT_PATHS and (problem := request.not_websocket()) is not None:
+            return problem
         return refusal(
-            urlsplit(request.path).path,
-            _header(request, b"origin"),
+            request.path,
+            request.header(b"origin"),
             allowed=self._origins,
             draining=self.draining,
             at_capacity=len(self.hub.sessions) >= s.max_sessions,
             address_at_capacity=self.hub.count_from(remote) >= s.max_sessions_per_ip,
         )
 
-    async def _accept_or_refuse(
-        self, request: WebSocketRequest, remote: str, stream: trio.abc.Stream
-    ) -> None:
-        refused = self._refusal(request, remote)
-        if refused is not None:
-            self.metrics.connections_refused.labels(refused.error).inc()
-            body = json.dumps({"error": refused.error, "message": refused.message}).encode()
-            headers = [(b"content-type", b"application/json")]
-            if refused.status in (429, 503):
-                headers.append((b"retry-after", b"5"))
-            await request.reject(refused.status, extra_headers=headers, body=body)
-            return
-        endpoint = ENDPOINT_PATHS[urlsplit(request.path).path]
-        session = self._new_session(endpoint, remote)
-        # The session counts against the limits from now, before the accept's await: handshakes
-        # completing together cannot all pass the checks above.
-        self.hub.add(session)
-        try:
-            conn = await request.accept()
-            wsconn.answer_parse_failures(conn)
-            session.direct_write = wsconn.direct_writer(conn, stream)
-            session.flusher = self.flusher
-            await self._run_session(conn, session, self.handlers[endpoint])
-        finally:
-            self.hub.remove(session)
+    async def _answer(self, transport: Transport, data: bytes, *, linger: bool = True) -> None:
+        """Write an HTTP answer within the handshake timeout; after a refusal, close gracefully."""
+        with trio.move_on_after(self.settings.handshake_timeout):
+            await transport.send_all(data)
+            if linger:
+                await transport.linger_close(LINGER)
 
     def _new_session(self, endpoint: str, remote: str) -> Session:
         s = self.settings
@@ -223,13 +211,14 @@ class WebSocketServer:
         session = Session(
             endpoint,
             remote,
-            Outbox(s.outbox_max_frames, s.outbox_max_bytes),
             RateLimiter(s.rate_limit, s.rate_burst, now),
             timers,
-            close_timeout=s.close_timeout,
+            log=self.log,
+            limits=self._limits,
             on_close=self._on_session_close,
         )
         session.on_quiet_refusal = self._quiet_refusal
+        session.on_flush_wanted = self.flusher.mark
         return session
 
     def _quiet_refusal(self, session: Session, code: ErrorCode, message: str) -> None:
@@ -245,114 +234,52 @@ class WebSocketServer:
 
     # -- one session ------------------------------------------------------------------------
 
-    async def _run_session(
-        self, conn: WebSocketConnection, session: Session, handler: EndpointHandler
-    ) -> None:
+    async def _run_session(self, session: Session, transport: Transport, trailing: bytes) -> None:
+        frames = FrameConnection(trailing, self.settings.max_message_bytes * HARD_SIZE_FACTOR)
+        session.frames = frames
+        linger = False  # cut short (the close deadline passed): no more time for the peer
         try:
-            with trio.CancelScope() as scope:
-                session.attach_scope(scope)
+            async with trio.open_nursery() as nursery:
+                session.attach_scope(nursery.cancel_scope)
+                session.writer = Writer(transport, session.next_chunk, nursery.start_soon)
                 if self.draining:  # accepted while the drain began
                     session.close(CloseCode.GOING_AWAY, "server shutting down", error=ErrorCode.SHUTTING_DOWN)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_loop, conn, session)
-                    await self._read_loop(conn, session, handler)
-                    if session.closing is None:  # the peer closed or vanished
-                        nursery.cancel_scope.cancel()
+                try:
+                    linger = await self._read(session, transport, frames)
+                finally:
+                    session.writer.stop()
         finally:
             self.hub.remove(session)
             with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
-                await handler.on_closed(session)
-            if conn.closed is None:
-                await wsconn.abort(conn)
+                await self.commands.on_closed(session)
+        if linger:  # not when cancelled (shutdown, an outer deadline): the transport is then closed at once
+            await transport.linger_close(LINGER)
 
-    async def _read_loop(self, conn: WebSocketConnection, session: Session, handler: EndpointHandler) -> None:
-        while session.closing is None:
-            try:
-                data = await conn.get_message()
-            except ConnectionClosed:
-                return
-            if session.closing is not None:
-                return
-            try:
-                await self._on_message(session, handler, data)
-            except Exception:
-                self.metrics.handler_errors.inc()
-                log.exception("error handling a message of %r", session)
-                session.fail(ErrorCode.INTERNAL, "internal error; the session is closed")
-
-    async def _on_message(self, session: Session, handler: EndpointHandler, data: str | bytes) -> None:
-        if not session.limiter.allow(trio.current_time()):
-            session.fail(ErrorCode.RATE_LIMITED, "too many messages; slow down")
-            return
-        try:
-            message = decode_frame(data, self.settings.max_message_bytes)
-            if session.endpoint == CHAT and message["@type"] in SUBSCRIBE_TYPES:
-                session.errors_visible = wants_acknowledgements(message)
-            command = parse_session_command(message)
-            if isinstance(command, Subscribe):
-                await self._subscribe(session, handler, command)
-            elif isinstance(command, Unsubscribe):
-                await self._unsubscribe(session, handler)
-            elif not session.subscribed:
-                raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, "send a subscribe message with a token first")
-            else:
-                await handler.handle(session, message)
-        except (AuthError, PlatformUnavailable) as err:
-            self.metrics.auth_failures.labels(str(err.code)).inc()
-            session.fail(err.code, err.message)
-        except ProtocolError as err:
-            session.fail(err.code, err.message, **err.context)
-
-    async def _subscribe(self, session: Session, handler: EndpointHandler, command: Subscribe) -> None:
-        identity = await self.resolver.resolve(command.token)
-        if session.identity is not None and identity.sub != session.identity.sub:
-            raise ProtocolError(ErrorCode.IDENTITY_CHANGED, "a session cannot change user; reconnect instead")
-        session.token = command.token
-        expiry = identity.expires_at if self.settings.close_at_token_expiry else None
-        session.timers.subscribed(
-            deadline_of(expiry, self.settings.jwt_leeway, trio.current_time(), time.time())
-        )
-        self.hub.start_delivering(session, identity)
-        # Queued right after indexing, with no checkpoint between: every event published after
-        # this reply reaches the session.
-        if session.errors_visible:
-            session.send_json(subscribed_frame(identity.user, session.endpoint, expiry))
-        await handler.on_subscribed(session, identity)
-
-    async def identity_changed(self, session: Session, identity: Identity) -> None:
-        """The platform changed what the session may see (already re-indexed): tell its endpoint."""
-        await self.handlers[session.endpoint].on_subscribed(session, identity)
-
-    async def _unsubscribe(self, session: Session, handler: EndpointHandler) -> None:
-        self.hub.stop_delivering(session)
-        # An unsubscribed socket is like a new one: it must subscribe again in time, or go.
-        session.timers.unsubscribed(trio.current_time())
-        await handler.on_unsubscribed(session)
-        if session.errors_visible:
-            session.send_json(unsubscribed_frame())
-
-    async def _write_loop(self, conn: WebSocketConnection, session: Session) -> None:
-        """Send whatever the session has queued, in one write per wake-up; then close if asked."""
-        outbox = session.outbox
-        direct = session.direct_write
-        try:
-            while True:
-                await outbox.wait()
-                if outbox.ping_wanted:
-                    session.pong = await wsconn.send_ping(conn)
-                    # Cleared only now: while the ping itself cannot be written, the keepalive
-                    # deadline keeps running (a peer that stopped reading is found in time).
-                    outbox.ping_wanted = False
-                frames = outbox.take()
-                if frames:
-                    await wsconn.send_frames(conn, frames[0] if len(frames) == 1 else b"".join(frames))
-                elif direct is not None and direct.tail_pending:
-                    await wsconn.send_frames(conn, b"")  # the rest of a partial direct write
-                elif (closing := session.closing) is not None:
-                    await conn.aclose(closing.code, closing.reason)
-                    return
-        except ConnectionClosed:
-            return
+    async def _read(self, session: Session, transport: Transport, frames: FrameConnection) -> bool:
+        """Read until the closing handshake is over; False when the connection just ended."""
+        pending = frames.pending()  # frames the client sent right behind its upgrade request
+        while True:
+            for inbound in pending:
+                if isinstance(inbound, Message):
+                    if session.closing is None:
+                        await self.commands.on_message(session, inbound.data)
+                elif isinstance(inbound, PingReceived):
+                    session.send_control(inbound.pong)
+                elif isinstance(inbound, PongReceived):
+                    session.timers.pong_received()
+                elif isinstance(inbound, PeerClosed):
+                    if not inbound.reply:  # the end of the stream, or the answer to our close
+                        return bool(session.closing)
+                    session.closed_by_peer(inbound.reply)
+                    await session.wait_close_written()
+                    return True
+                elif isinstance(inbound, TooBig | Malformed):
+                    # Nothing more is parsed: the rest of what the peer sends is read and dropped.
+                    session.close(*_refused(inbound))
+                    await session.wait_close_written()
+                    return True
+            data = await transport.receive_some(RECEIVE_BYTES)
+            pending = frames.receive(data)
 
     # -- timers of every session, in one task ----------------------------------------------
 
@@ -363,6 +290,20 @@ class WebSocketServer:
             now = trio.current_time()
             for session in list(self.hub.sessions):
                 session.check_timers(now)
+
+
+def _refused(inbound: TooBig | Malformed) -> tuple[CloseCode, str]:
+    if isinstance(inbound, TooBig):
+        return CloseCode.MESSAGE_TOO_BIG, "message too big"
+    known = inbound.code in (CloseCode.PROTOCOL_ERROR, CloseCode.INVALID_DATA)
+    return (CloseCode(inbound.code) if known else CloseCode.PROTOCOL_ERROR), inbound.reason
+
+
+def _transport(stream: trio.abc.Stream) -> Transport:
+    """A real TCP socket is written without waiting; any other stream (TLS, memory) through a task."""
+    if isinstance(stream, trio.SocketStream):
+        return SocketTransport(socket.socket(fileno=stream.socket.detach()))
+    return StreamTransport(stream)
 
 
 def _bind_host(host: str) -> str | None:
@@ -378,10 +319,3 @@ def _remote_ip(stream: trio.abc.Stream) -> str:
     except OSError:
         return "?"
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
-
-
-def _header(request: WebSocketRequest, name: bytes) -> str | None:
-    for key, value in request.headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None

@@ -1,19 +1,24 @@
-"""One client connection's state, independent of the socket: outbox, rate limit, close request.
+"""One client connection's state: what it may see, what it has to send, its limits and its close.
 
-The fan-out path only ever calls :meth:`Session.send`, which never waits: a frame goes into the
-bounded :class:`Outbox` or, when the outbox is full, the session is marked as a slow consumer and
-asked to close with 4008. The writer task (``gateway.server``) drains the outbox in batches.
+The fan-out path never waits on a session: events reach it through the shared streams it reads
+from its cursor (``gateway.delivery``), and :meth:`Session.send` queues a frame for it alone.
+Either way the flusher (``gateway.flusher``) then calls :meth:`Session.flush`, and the session's
+:class:`~gateway.connection.writer.Writer` writes what the socket takes. A session that lags by
+more than ``max_lag`` bytes, or whose socket takes nothing for ``write_stall_seconds``, is closed
+with 4008 and costs nothing more.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from gateway.delivery.feed import Feed
 from gateway.identity import Identity
 from gateway.protocol import (
     CLOSE_CODE_FOR,
@@ -26,14 +31,16 @@ from gateway.protocol import (
 )
 from gateway.timers import Due, SessionTimers
 
+if TYPE_CHECKING:
+    from gateway.connection.frames import FrameConnection
+    from gateway.connection.writer import Writer
+    from gateway.delivery.log import EventLog
 
-class DirectWrite(Protocol):
-    """What the Flusher needs from a socket (``gateway.wsconn.DirectWriter``)."""
-
-    @property
-    def tail_pending(self) -> bool: ...
-
-    def write(self, data: bytes) -> bool: ...
+# Bytes gathered into one write: large enough to empty a burst in a few system calls, small enough
+# that a partial write leaves little behind.
+WRITE_CHUNK: Final = 256 * 1024
+LAGGING: Final = "too far behind what was sent to it; read faster"
+STALLED: Final = "the connection took nothing for too long"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,98 +49,11 @@ class CloseRequest:
     reason: str
 
 
-class _Parking:
-    """Where one task waits until woken: trio's low-level park, with no object made per wait.
-
-    The writers of a thousand sessions may each wait and wake for every event.
-    """
-
-    __slots__ = ("_task",)
-
-    def __init__(self) -> None:
-        self._task: trio.lowlevel.Task | None = None
-
-    @property
-    def occupied(self) -> bool:
-        return self._task is not None
-
-    def wake(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            trio.lowlevel.reschedule(task)
-
-    async def park(self) -> None:
-        self._task = trio.lowlevel.current_task()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-
-class Outbox:
-    """Encoded frames waiting for the writer; bounded by frame count and by bytes."""
-
-    __slots__ = ("_bytes", "_frames", "_waiter", "closing", "max_bytes", "max_frames", "ping_wanted")
-
-    def __init__(self, max_frames: int, max_bytes: int) -> None:
-        self.max_frames = max_frames
-        self.max_bytes = max_bytes
-        self._frames: list[bytes] = []
-        self._bytes = 0
-        self._waiter = _Parking()
-        self.closing: CloseRequest | None = None
-        self.ping_wanted = False
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def put(self, frame: bytes) -> bool:
-        """Queue a frame; False (and nothing queued) when that would pass a bound."""
-        if len(self._frames) >= self.max_frames or self._bytes + len(frame) > self.max_bytes:
-            return False
-        self._frames.append(frame)
-        self._bytes += len(frame)
-        return True
-
-    def put_back(self, data: bytes) -> None:
-        """Return frames a direct write could not start to the head of the queue."""
-        self._frames.insert(0, data)
-        self._bytes += len(data)
-
-    @property
-    def writer_parked(self) -> bool:
-        """True while the writer waits with nothing in hand: nobody else is writing."""
-        return self._waiter.occupied
-
-    def put_final(self, frames: list[bytes], request: CloseRequest, *, discard: bool) -> None:
-        """Queue the last frames (past the bounds) and the close that follows them."""
-        if discard:  # whole frames only: a half-written one is finished by the stream (wsconn)
-            self._frames.clear()
-            self._bytes = 0
-        self._frames.extend(frames)
-        self._bytes += sum(map(len, frames))
-        self.closing = request
-        self.wake()
-
-    def take(self) -> list[bytes]:
-        frames, self._frames, self._bytes = self._frames, [], 0
-        return frames
-
-    def request_ping(self) -> None:
-        self.ping_wanted = True
-        self.wake()
-
-    def wake(self) -> None:
-        self._waiter.wake()
-
-    async def wait(self) -> None:
-        """Return once there is something to write, a ping or a close to perform (one waiter)."""
-        if self._frames or self.closing is not None or self.ping_wanted:
-            await trio.lowlevel.checkpoint()
-            return
-        await self._waiter.park()
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_lag: int  # bytes waiting for the session before it is a slow consumer
+    write_stall: float  # seconds its socket may take nothing while data waits
+    close_timeout: float  # seconds a closing session gets to flush and say goodbye
 
 
 class RateLimiter:
@@ -156,32 +76,6 @@ class RateLimiter:
         return False
 
 
-class Flusher:
-    """One task that writes every session's newly queued frames, instead of one wake-up each.
-
-    Fan-out marks sessions; once the marking task yields, the flusher writes each marked
-    session's frames with one non-blocking system call. Whatever the socket does not take at once
-    (a full kernel buffer) is left to that session's writer task, which waits for the socket.
-    """
-
-    def __init__(self) -> None:
-        self._marked: dict[Session, None] = {}  # insertion-ordered set
-        self._waiter = _Parking()
-
-    def mark(self, session: Session) -> None:
-        self._marked[session] = None
-        self._waiter.wake()
-
-    async def run(self) -> None:
-        while True:
-            if not self._marked:
-                await self._waiter.park()
-            marked, self._marked = self._marked, {}
-            for session in marked:
-                session.flush_now()
-            await trio.lowlevel.checkpoint()
-
-
 _ids = itertools.count(1)
 
 
@@ -192,18 +86,21 @@ class Session:
         self,
         endpoint: str,
         remote: str,
-        outbox: Outbox,
         limiter: RateLimiter,
         timers: SessionTimers,
         *,
-        close_timeout: float,
+        log: EventLog,
+        limits: Limits,
         on_close: Callable[[Session, CloseRequest], None] | None = None,
     ) -> None:
         self.id = next(_ids)
         self.endpoint = endpoint
         self.remote = remote
-        self.outbox = outbox
         self.limiter = limiter
+        self.timers = timers  # subscribe deadline, token expiry, keepalive (trio clock)
+        self.log = log
+        self.limits = limits
+        self.feed = Feed(log.head)
         self.identity: Identity | None = None
         self.token = ""  # the raw token, kept only to ask the platform on the user's behalf
         # False on a chat socket whose (last) subscribe did not ask for acknowledgements: Cells'
@@ -211,13 +108,15 @@ class Session:
         self.errors_visible = True
         self.on_quiet_refusal: Callable[[Session, ErrorCode, str], None] | None = None
         self.subscribed = False  # subscribed and not unsubscribed: events may reach it
-        self.timers = timers  # subscribe deadline, token expiry, keepalive (trio clock)
-        self.pong: trio.Event | None = None  # set by trio-websocket when the pong arrives
+        self.closing: CloseRequest | None = None
         self.cancel_scope: trio.CancelScope | None = None
-        # Set for sessions on a real socket: non-blocking writes, and the task that makes them.
-        self.direct_write: DirectWrite | None = None
-        self.flusher: Flusher | None = None
-        self._close_timeout = close_timeout
+        # Set once connected: the frame layer (control frames) and the socket's writer.
+        self.frames: FrameConnection | None = None
+        self.writer: Writer | None = None
+        self.on_flush_wanted: Callable[[Session], None] | None = None  # the flusher's mark
+        self.flushed_round = 0
+        self._close_sent = False
+        self._goodbye: trio.Event | None = None
         self._on_close = on_close
 
     def __repr__(self) -> str:
@@ -227,46 +126,64 @@ class Session:
     def attach_scope(self, scope: trio.CancelScope) -> None:
         """The scope of the session's tasks; a close asked for before it existed gets its deadline."""
         self.cancel_scope = scope
-        if self.outbox.closing is not None:
-            scope.deadline = min(scope.deadline, trio.current_time() + self._close_timeout)
+        if self.closing is not None:
+            scope.deadline = min(scope.deadline, trio.current_time() + self.limits.close_timeout)
 
-    @property
-    def closing(self) -> CloseRequest | None:
-        return self.outbox.closing
+    # -- what it sends ------------------------------------------------------------------------
 
     def send(self, frame: bytes) -> None:
-        """Queue an encoded frame without waiting; overflow closes the session with 4008."""
-        if self.outbox.closing is not None:
+        """Queue an encoded frame for this session alone, without waiting."""
+        if self.closing is not None:
             return
-        if not self.outbox.put(frame):
-            self.fail(ErrorCode.SLOW_CONSUMER, "outbound queue overflowed; read faster", discard=True)
-        elif self.flusher is not None and self.direct_write is not None:
-            self.flusher.mark(self)
+        self.feed.queue(self.log.head, frame)
+        if self.unsent() > self.limits.max_lag:
+            self.fail(ErrorCode.SLOW_CONSUMER, LAGGING, discard=True)
         else:
-            self.outbox.wake()
+            self.flush_soon()
 
-    def flush_now(self) -> None:
-        """Write what is queued straight to the socket if the writer is idle; else wake the writer.
-
-        Called by the Flusher, once per session per batch of events: one system call and no task
-        switch per session, where waking a writer task costs tens of microseconds.
-        """
-        outbox = self.outbox
-        if outbox.closing is not None or not outbox.writer_parked or self.direct_write is None:
-            outbox.wake()
-            return
-        frames = outbox.take()
-        if not frames:
-            return
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        if not self.direct_write.write(data):
-            outbox.put_back(data)
-            outbox.wake()
-        elif self.direct_write.tail_pending:
-            outbox.wake()  # the writer sends the rest, waiting for the socket
+    def flush_soon(self) -> None:
+        """Ask the flusher to write for this session once the current task yields."""
+        if self.on_flush_wanted is not None:
+            self.on_flush_wanted(self)
 
     def send_json(self, obj: JsonObject) -> None:
         self.send(json_frame(obj))
+
+    def send_control(self, frame: bytes) -> None:
+        """A control frame (pong, ping): written as soon as the frames before it are."""
+        if frame:
+            self.feed.queue(self.log.head, frame)
+            self.flush()
+
+    def flush(self, round_: int = 0) -> None:
+        """Write what is waiting, as far as the socket takes it now (once per flusher round)."""
+        if round_:
+            if self.flushed_round == round_:
+                return
+            self.flushed_round = round_
+        if self.writer is not None:
+            self.writer.pump()
+
+    def next_chunk(self) -> bytes:
+        """The writer's source: the next frames in order, then the close frame once closing."""
+        if self.feed.behind(self.log.head):
+            frames = self.feed.gather(self.log.head, self.identity, WRITE_CHUNK)
+            if frames:
+                return frames[0] if len(frames) == 1 else b"".join(frames)
+        if self.closing is not None and not self._close_sent and self.frames is not None:
+            self._close_sent = True
+            return self.frames.close(self.closing.code, self.closing.reason)
+        return b""
+
+    def lag(self) -> int:
+        """Bytes routed to this session and not yet taken by its socket."""
+        return self.feed.lag() + self.unsent()
+
+    def unsent(self) -> int:
+        """Bytes taken from the streams, or queued for it alone, that its socket has not taken."""
+        return self.feed.own_bytes + (self.writer.pending if self.writer is not None else 0)
+
+    # -- errors and the close -----------------------------------------------------------------
 
     def fail(self, code: ErrorCode, message: str, *, discard: bool = False, **context: Any) -> None:
         """Send an error frame; close the session if the error requires it."""
@@ -286,37 +203,70 @@ class Session:
         error: ErrorCode | None = None,
         discard: bool = False,
     ) -> None:
-        """Ask the writer to flush (or ``discard``) the queue, then close with ``code``.
+        """Stop delivery, send what is queued (or ``discard`` it), the error frame, then the close.
 
-        Never waits. The whole connection gets ``close_timeout`` seconds from now to finish;
-        after that it is aborted, which is what makes a client that stopped reading harmless.
+        Never waits. The whole connection gets ``close_timeout`` seconds from now to finish; after
+        that it is aborted, which is what makes a client that stopped reading harmless.
         """
-        if self.outbox.closing is not None:
-            return
-        request = CloseRequest(code, close_reason(reason))
-        final = [json_frame(error_frame(error, reason))] if error is not None else []
-        self.outbox.put_final(final, request, discard=discard)
-        self.subscribed = False
-        if self.cancel_scope is not None:
-            self.cancel_scope.deadline = min(
-                self.cancel_scope.deadline, trio.current_time() + self._close_timeout
-            )
-        if self._on_close is not None:
-            self._on_close(self, request)
-
-    def check_timers(self, now: float) -> None:
-        """Do what the session's timers say is due (``gateway.timers``)."""
         if self.closing is not None:
             return
-        if self.pong is not None and self.pong.is_set():
-            self.pong = None
-            self.timers.pong_received()
+        request = CloseRequest(code, close_reason(reason))
+        if discard:
+            self.feed.drop_own()
+            self.feed.streams = []
+        if self._on_close is not None:
+            self._on_close(self, request)  # the hub stops delivery: what was routed stays queued
+        self.subscribed = False
+        if error is not None:
+            self.feed.queue(self.log.head, json_frame(error_frame(error, reason)))
+        self.closing = request
+        if self.cancel_scope is not None:
+            self.cancel_scope.deadline = min(
+                self.cancel_scope.deadline, trio.current_time() + self.limits.close_timeout
+            )
+        self.flush()
+
+    def closed_by_peer(self, reply: bytes) -> None:
+        """The peer sent its close: answer it (nothing else is sent after it)."""
+        if self.closing is None:
+            self.closing = CloseRequest(CloseCode.NORMAL, "")
+            if self._on_close is not None:
+                self._on_close(self, self.closing)
+        self.subscribed = False
+        self.feed.drop_own()
+        self.feed.streams = []
+        self._close_sent = True  # the reply is the close frame
+        self.send_control(reply)
+
+    @property
+    def close_written(self) -> bool:
+        """Our close frame (or the reply to the peer's) has been handed to the kernel."""
+        return self._close_sent and self.writer is not None and not self.writer.busy and not self.feed.has_own
+
+    async def wait_close_written(self) -> None:
+        if self.writer is None or self.close_written or self.writer.broken:
+            await trio.lowlevel.checkpoint()
+            return
+        self._goodbye = trio.Event()
+        self.writer.on_drained = self._goodbye.set
+        self.writer.pump()
+        await self._goodbye.wait()
+
+    # -- timers -------------------------------------------------------------------------------
+
+    def check_timers(self, now: float) -> None:
+        """Do what the session's timers say is due (``gateway.timers``), and check for a stall."""
+        if self.closing is not None:
+            return
         due = self.timers.due(now)
         if due is Due.PING:
-            self.outbox.request_ping()
+            if self.frames is not None:
+                self.send_control(self.frames.ping(os.urandom(4)))
         elif due is Due.SUBSCRIBE_TIMEOUT:
             self.fail(ErrorCode.SUBSCRIBE_TIMEOUT, "no valid subscribe message in time")
         elif due is Due.TOKEN_EXPIRED:
             self.fail(ErrorCode.TOKEN_EXPIRED, "token expired; subscribe again with a fresh token")
         elif due is Due.PING_TIMEOUT:
             self.fail(ErrorCode.PING_TIMEOUT, "no answer to keepalive ping")
+        elif self.writer is not None and self.writer.stalled(now, self.limits.write_stall):
+            self.fail(ErrorCode.SLOW_CONSUMER, STALLED, discard=True)

@@ -13,7 +13,12 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnec
 
 from gateway.app import Gateway, migrate_store
 from gateway.config import Settings
+from gateway.delivery.log import EventLog
+from gateway.handshake import EVENTS
+from gateway.hub import Hub
 from gateway.identity.mint import mint_token
+from gateway.metrics import Metrics
+from gateway.session import Limits, RateLimiter, Session
 from gateway.timers import SessionTimers
 
 if TYPE_CHECKING:
@@ -38,6 +43,33 @@ def socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
     writes to the socket) is what the tests run, not an in-memory stand-in."""
     client, server = trio.socket.socketpair()
     return trio.SocketStream(client), trio.SocketStream(server)
+
+
+def make_hub(metrics: Metrics | None = None) -> Hub:
+    """A hub outside any trio run (its clock is a constant), with a roomy log."""
+    return Hub(metrics or Metrics(), EventLog(max_entries=100_000, max_age=3600.0), lambda: 0.0)
+
+
+def hand_session(
+    hub: Hub, endpoint: str = EVENTS, *, max_lag: int = 10_000_000, remote: str = "127.0.0.1"
+) -> Session:
+    """A session wired to the hub the way the server wires it (a close stops delivery), no socket."""
+    session = Session(
+        endpoint,
+        remote,
+        RateLimiter(rate=100, burst=100, now=0.0),
+        idle_timers(),
+        log=hub.log,
+        limits=Limits(max_lag=max_lag, write_stall=10.0, close_timeout=1.0),
+        on_close=lambda s, _request: hub.stop_delivering(s),
+    )
+    hub.add(session)
+    return session
+
+
+def pending_frames(session: Session) -> list[bytes]:
+    """Everything waiting for a session without a socket (its streams and its own frames), taken."""
+    return session.feed.gather(session.log.head, session.identity, limit=1 << 62)
 
 
 def idle_timers() -> SessionTimers:
@@ -199,10 +231,18 @@ class RawClient:
             pass
 
     def texts(self) -> list[dict[str, Any]]:
-        """The complete text messages received (assumes each arrived in one piece)."""
+        """The complete text messages received (wsproto hands a message over in pieces as its
+        bytes arrive: they are joined here)."""
         from wsproto.events import TextMessage
 
-        return [json.loads(e.data) for e in self.events if isinstance(e, TextMessage)]
+        found, parts = [], []
+        for event in self.events:
+            if isinstance(event, TextMessage):
+                parts.append(event.data)
+                if event.message_finished:
+                    found.append(json.loads("".join(parts)))
+                    parts.clear()
+        return found
 
     def close_code(self) -> int | None:
         from wsproto.events import CloseConnection

@@ -1,5 +1,5 @@
-"""Direct writes by the Flusher on a real socket: a frame the kernel takes only part of is
-finished before anything else is written, whoever writes next."""
+"""Direct writes on a real socket: a frame the kernel takes only part of is finished (by the
+session's writer task) before anything else is written, whatever comes next."""
 
 from __future__ import annotations
 
@@ -32,12 +32,13 @@ async def test_direct_write_ping_waits_for_the_half_written_frame(harness: Harne
             while not client.texts():
                 await client.receive_some()
         (session,) = harness.gateway.hub.sessions
-        assert session.direct_write is not None
+        assert session.writer is not None
         big = {"Type": "DELETE", "Source": {"Uuid": "n-big", "Path": "x" * 300_000}}
-        # The Flusher's direct write takes only part of the frame; a keepalive tick comes before
-        # the session's writer runs. The ping must still come after the whole frame.
-        session.outbox.put(text_frame(json.dumps(big)))
-        session.flush_now()
+        # The direct write takes only part of the frame; a keepalive tick comes before the
+        # writer task runs. The ping must still come after the whole frame.
+        session.send(text_frame(json.dumps(big)))
+        session.flush()
+        assert session.writer.busy
         session.check_timers(trio.current_time() + 3600)
         with trio.fail_after(10):
             while not any(isinstance(e, Ping) for e in client.events):

@@ -1,7 +1,7 @@
 """The hub's indexes against the pure rules: fan-out must deliver exactly what messages_for says.
 
-Sessions are built directly (no sockets, no trio run): fan-out only calls ``Session.send``, which
-queues encoded frames in the session's Outbox; the tests decode those frames again.
+Sessions are built directly (no sockets, no trio run): fan-out appends encoded frames to the
+streams of the sessions' audiences; the tests take what each session would send and decode it.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from gateway.events.model import (
     ToWorkspace,
     ToWorkspaceUuid,
 )
+from gateway.flusher import Flusher
 from gateway.handshake import CHAT, EVENTS
 from gateway.hub import Hub
 from gateway.identity import PROFILES, Identity, Workspace
-from gateway.metrics import Metrics
 from gateway.protocol import CloseCode, json_frame
-from gateway.session import Outbox, RateLimiter, Session
+from gateway.session import Session
 from gateway.topics import ACTIVITY_TOPIC, IDM_TOPIC, META_TOPIC, TASKS_TOPIC, TREE_TOPIC
-from tests.helpers import idle_timers
+from tests.helpers import hand_session, make_hub, pending_frames
 from tests.routing import audience_matches, covering_from, messages_for, reaches
 
 Json = dict[str, Any]
@@ -66,19 +66,8 @@ TREE_TYPES = [
 # Sessions and frames
 
 
-def make_session(hub: Hub, endpoint: str = EVENTS, max_frames: int = 10_000) -> Session:
-    """A session wired to the hub the way the server wires it (a close stops delivery)."""
-    session = Session(
-        endpoint,
-        "127.0.0.1",
-        Outbox(max_frames=max_frames, max_bytes=10_000_000),
-        RateLimiter(rate=100, burst=100, now=0.0),
-        idle_timers(),
-        close_timeout=1.0,
-        on_close=lambda s, _request: hub.stop_delivering(s),
-    )
-    hub.add(session)
-    return session
+def make_session(hub: Hub, endpoint: str = EVENTS, max_lag: int = 10_000_000) -> Session:
+    return hand_session(hub, endpoint, max_lag=max_lag)
 
 
 def payload(frame: bytes) -> Json:
@@ -105,7 +94,7 @@ def fan_out(hub: Hub, topic: str, event: Json) -> int:
 
 
 def received(session: Session) -> list[Json]:
-    return [payload(frame) for frame in session.outbox.take()]
+    return [payload(frame) for frame in pending_frames(session)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +262,7 @@ def check_delivery(
     """Fan one event out; each live session gets exactly messages_for, the others nothing."""
     deliveries = route(topic, event, hub.covering)
     queued = hub.fan_out(topic, deliveries)
-    frames = {s: s.outbox.take() for s in [*live, *quiet]}
+    frames = {s: pending_frames(s) for s in [*live, *quiet]}
     for session, who in live.items():
         got = [payload(frame) for frame in frames[session]]
         assert canonical(got) == canonical(messages_for(topic, event, who)), (session, who)
@@ -311,7 +300,7 @@ def check_indexes(hub: Hub, live: dict[Session, Identity], pool: list[Workspace]
 @settings(max_examples=200, deadline=None)
 def test_hub_fan_out_matches_pure_rules(scenario: Scenario) -> None:
     pool, who, topic_event = scenario
-    hub = Hub(Metrics())
+    hub = make_hub()
     live = {}
     for identity in who:
         session = make_session(hub)
@@ -338,7 +327,7 @@ def test_hub_indexes_follow_subscribe_unsubscribe_close(
     scenario: Scenario, operations: list[tuple[int, str, int]]
 ) -> None:
     pool, who, topic_event = scenario
-    hub = Hub(Metrics())
+    hub = make_hub()
     sessions = [make_session(hub) for _ in range(4)]
     live: dict[Session, Identity] = {}
     gone: set[Session] = set()
@@ -361,7 +350,7 @@ def test_hub_indexes_follow_subscribe_unsubscribe_close(
             gone.add(session)
         check_indexes(hub, live, pool)
     for session in sessions:
-        session.outbox.take()  # drop close frames, if any
+        pending_frames(session)  # drop close frames, if any
     check_delivery(hub, live, [s for s in sessions if s not in live], *topic_event)
     for session in sessions:
         hub.remove(session)
@@ -381,7 +370,7 @@ def alice(*spaces: Workspace, user: str = "alice") -> Identity:
 
 
 def test_hub_resubscribe_reindexes() -> None:
-    hub = Hub(Metrics())
+    hub = make_hub()
     session = make_session(hub)
     hub.start_delivering(session, alice(COMMON))
     hub.start_delivering(session, alice(ALL, user="bob"))
@@ -393,7 +382,7 @@ def test_hub_resubscribe_reindexes() -> None:
 
 
 def test_hub_stop_delivering_removes() -> None:
-    hub = Hub(Metrics())
+    hub = make_hub()
     session = make_session(hub)
     hub.start_delivering(session, alice(COMMON))
     hub.stop_delivering(session)
@@ -406,7 +395,7 @@ def test_hub_stop_delivering_removes() -> None:
 
 
 def test_hub_closed_session_leaves_the_indexes() -> None:
-    hub = Hub(Metrics())
+    hub = make_hub()
     session = make_session(hub)
     hub.start_delivering(session, alice(COMMON))
     session.close(CloseCode.SLOW_CONSUMER, "too slow")
@@ -418,7 +407,7 @@ def test_hub_closed_session_leaves_the_indexes() -> None:
 
 
 def test_hub_duplicate_workspace_in_identity() -> None:
-    hub = Hub(Metrics())
+    hub = make_hub()
     session = make_session(hub)
     hub.start_delivering(session, alice(COMMON, COMMON))
     assert fan_out(hub, TREE_TOPIC, {"Target": {"Uuid": "n", "Path": "/ds/common/a"}}) == 1
@@ -429,7 +418,7 @@ def test_hub_duplicate_workspace_in_identity() -> None:
 
 
 def test_hub_shared_workspace_kept_while_one_session_holds_it() -> None:
-    hub = Hub(Metrics())
+    hub = make_hub()
     first, second = make_session(hub), make_session(hub)
     hub.start_delivering(first, alice(COMMON))
     hub.start_delivering(second, alice(COMMON, user="bob"))
@@ -447,13 +436,13 @@ def count_encodings(monkeypatch: pytest.MonkeyPatch) -> list[Json]:
         calls.append(obj)
         return json_frame(obj)
 
-    monkeypatch.setattr("gateway.hub.json_frame", counting)
+    monkeypatch.setattr("gateway.delivery.log.json_frame", counting)
     return calls
 
 
 def test_hub_encodes_each_message_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = count_encodings(monkeypatch)
-    hub = Hub(Metrics())
+    hub = make_hub()
     commons = [make_session(hub) for _ in range(3)]
     for i, session in enumerate(commons):
         hub.start_delivering(session, alice(COMMON, user=f"user{i}"))
@@ -464,25 +453,25 @@ def test_hub_encodes_each_message_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert fan_out(hub, TREE_TOPIC, {"Target": {"Uuid": "n", "Path": "/ds/common/a"}}) == 5
     assert len(calls) == 2  # one per workspace, not one per session
-    frames = [s.outbox.take() for s in commons]
+    frames = [pending_frames(s) for s in commons]
     assert all(len(f) == 1 for f in frames)
     assert frames[0][0] is frames[1][0] is frames[2][0]
-    zoe = both.outbox.take()
+    zoe = pending_frames(both)
     assert len(zoe) == 2
     assert frames[0][0] in zoe
-    assert outsider.outbox.take() == []
+    assert pending_frames(outsider) == []
 
 
 def test_hub_nobody_to_reach_encodes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = count_encodings(monkeypatch)
-    hub = Hub(Metrics())
+    hub = make_hub()
     hub.start_delivering(make_session(hub), alice(COMMON))
     assert fan_out(hub, TASKS_TOPIC, {"TaskUpdated": {"TriggerOwner": "bob"}}) == 0
     assert calls == []
 
 
 def test_hub_chat_sessions_not_indexed() -> None:
-    hub = Hub(Metrics())
+    hub = make_hub()
     session = make_session(hub, CHAT)
     hub.start_delivering(session, alice(COMMON))
     assert session.subscribed
@@ -491,13 +480,14 @@ def test_hub_chat_sessions_not_indexed() -> None:
 
 
 def test_hub_slow_consumer_closed_and_unindexed_others_served() -> None:
-    hub = Hub(Metrics())
-    slow = make_session(hub, max_frames=1)
+    hub = make_hub()
+    slow = make_session(hub, max_lag=200)
     fast = make_session(hub)
     hub.start_delivering(slow, alice(COMMON))
     hub.start_delivering(fast, alice(COMMON, user="bob"))
     for name in ("a", "b", "c"):
         fan_out(hub, TREE_TOPIC, {"Target": {"Uuid": name, "Path": f"/ds/common/{name}"}})
+    Flusher(hub).flush(hub.take_dirty(), {})  # neither has a socket: both lag by three frames
     assert slow.closing is not None
     assert slow.closing.code == CloseCode.SLOW_CONSUMER
     assert hub.recipients([ToWorkspace(COMMON)]) == {fast}

@@ -43,11 +43,10 @@ from gateway.handshake import CHAT, EVENTS
 from gateway.hub import Hub
 from gateway.identity import PROFILES, Identity
 from gateway.identity.claims import identity_from_claims
-from gateway.metrics import Metrics
 from gateway.protocol import AuthError, CloseCode, ErrorCode, ProtocolError
-from gateway.session import Outbox, RateLimiter, Session
+from gateway.session import Session
 from gateway.topics import ACTIVITY_TOPIC, IDM_TOPIC, META_TOPIC, TASKS_TOPIC, TREE_TOPIC
-from tests.helpers import fixed_cases, idle_timers
+from tests.helpers import fixed_cases, hand_session, make_hub, pending_frames
 from tests.test_hub import payload
 
 Json = dict[str, Any]
@@ -654,17 +653,7 @@ def scenarios(draw: st.DrawFn, topics: tuple[str, ...]) -> Scenario:
 
 
 def make_session(hub: Hub, endpoint: str = EVENTS) -> Session:
-    session = Session(
-        endpoint,
-        "127.0.0.1",
-        Outbox(max_frames=10_000, max_bytes=50_000_000),
-        RateLimiter(rate=100, burst=100, now=0.0),
-        idle_timers(),
-        close_timeout=1.0,
-        on_close=lambda s, _request: hub.stop_delivering(s),
-    )
-    hub.add(session)
-    return session
+    return hand_session(hub, endpoint, max_lag=50_000_000)
 
 
 def canonical(messages: list[Json]) -> Counter[str]:
@@ -712,14 +701,14 @@ def bystanders(hub: Hub, population: list[tuple[Json, tuple[WsDef, ...]]]) -> li
         hub.start_delivering(session, identity)
     hub.stop_delivering(gone)
     closed.close(CloseCode.NORMAL, "bye")
-    closed.outbox.take()
+    pending_frames(closed)
     return [chat, gone, closed, idle]
 
 
 def check_scenario(scenario: Scenario) -> int:
     """Fan every event out; check (a) and (b) for every session. Returns messages delivered."""
     _pool, population, events = scenario
-    hub = Hub(Metrics())
+    hub = make_hub()
     live = subscribe_all(hub, population)
     quiet = bystanders(hub, population)
     delivered = 0
@@ -728,7 +717,7 @@ def check_scenario(scenario: Scenario) -> int:
         hub.fan_out(topic, route(topic, event, hub.covering))
         assert json.dumps(event, sort_keys=True) == before, "routing modified the event"
         for session, person in live.items():
-            got = [payload(frame) for frame in session.outbox.take()]
+            got = [payload(frame) for frame in pending_frames(session)]
             for message in got:
                 assert_within_rights(topic, message, event, person)  # (a)
             assert canonical(got) == canonical(expected_messages(topic, event, person)), (
@@ -737,7 +726,7 @@ def check_scenario(scenario: Scenario) -> int:
             )  # (b)
             delivered += len(got)
         for session in quiet:
-            assert session.outbox.take() == [], session
+            assert pending_frames(session) == [], session
     return delivered
 
 
@@ -791,11 +780,11 @@ HOSTILE_EXAMPLES = [
 def test_isolation_hostile_examples(roots: list[str], path: str, seen: list[str]) -> None:
     ws = WsDef("w0", "s", tuple(roots))
     claims = {"name": "alice", "profile": "standard", "workspaces": [ws.claim("r")]}
-    hub = Hub(Metrics())
+    hub = make_hub()
     [session] = subscribe_all(hub, [(claims, (ws,))])
     for topic in TREE_TOPICS:
         hub.fan_out(topic, route(topic, {"Target": {"Uuid": "n", "Path": path}}, hub.covering))
-        assert [payload(f)["Target"]["Path"] for f in session.outbox.take()] == seen
+        assert [payload(f)["Target"]["Path"] for f in pending_frames(session)] == seen
     assert check_scenario(
         ([ws], [(claims, (ws,))], [(TREE_TOPIC, {"Target": {"Uuid": "n", "Path": path}})])
     ) == len(seen)

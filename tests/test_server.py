@@ -197,7 +197,7 @@ async def test_slow_consumer_closed_4008_without_delaying_others(
 ) -> None:
     # The healthy session's writer runs between dispatch batches, so its queue stays short; the
     # stuck one's writer is blocked in its first write, so everything piles up there.
-    harness = await Harness(nursery, make_settings(outbox_max_frames=300, close_timeout=5)).start()
+    harness = await Harness(nursery, make_settings(slow_consumer_lag_bytes=100_000, close_timeout=5)).start()
     client_stream, server_stream = trio.testing.lockstep_stream_pair()
     # Leaving this nursery waits for the stuck connection: it is aborted after close_timeout.
     with trio.fail_after(30):
@@ -327,7 +327,7 @@ async def test_handler_error_closes_only_that_session_1011(
         raise RuntimeError("boom")
 
     async with harness.subscribed(token()) as bystander, harness.subscribed(token()) as victim:
-        monkeypatch.setattr(harness.gateway.websocket.handlers["events"], "handle", broken)
+        monkeypatch.setattr(harness.gateway.commands.handlers["events"], "handle", broken)
         await victim.send_message('{"@type": "dance"}')
         assert (await recv_json(victim))["error"] == "internal_error"
         with pytest.raises(ConnectionClosed) as closed:

@@ -16,12 +16,12 @@ import trio.testing
 from wsproto.events import Ping
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from gateway.handshake import EVENTS
+from gateway.connection.writer import Writer
 from gateway.protocol import text_frame
-from gateway.session import Flusher, Outbox, RateLimiter, Session
+from gateway.session import LAGGING
 from loadclient.interface import Command
 from loadclient.plan import Plan
-from tests.helpers import TREE, RawClient, admin_publish, idle_timers, recv_json, token, ws_client
+from tests.helpers import TREE, RawClient, admin_publish, hand_session, make_hub, recv_json, token, ws_client
 from tests.process import gateway_env, gateway_process
 from tests.reliability import (
     TIMED,
@@ -54,7 +54,7 @@ READERS = Plan(sessions=30, events=2 * PHASE, users=30, workspaces=1, mixed=Fals
 async def test_slow_peers_stuck_reader_closed_4008_while_others_get_everything_in_time(
     tmp_path: Path, timed: bool
 ) -> None:
-    env = gateway_env(GATEWAY_OUTBOX_MAX_FRAMES="512")  # close_timeout: the default 5 s
+    env = gateway_env(GATEWAY_SLOW_CONSUMER_LAG_BYTES="150000")  # close_timeout: the default 5 s
     jwt = token("stuck", workspaces=[READERS.base_workspaces[0].claim()])
     publish: dict[str, Any] = {"batch": 100, "window": 2, "cumulative": cumulative_deliveries(READERS)}
     with trio.fail_after(120):
@@ -96,7 +96,7 @@ async def test_slow_peers_stuck_reader_closed_4008_while_others_get_everything_i
         assert with_stuck["p99"] <= 3 * alone["p99"] + 1000, report["latency_ms"]
 
 
-_SLOW = "outbound queue overflowed; read faster"
+_SLOW = LAGGING
 
 
 async def _resume_after_slow_consumer_close(admin_port: int, client: RawClient) -> None:
@@ -247,11 +247,12 @@ async def test_slow_peers_slow_consumer_close_never_cuts_a_frame_in_two(tmp_path
     a frame whose first bytes a direct write had already put on the wire; the client then read the
     error and close frames as the end of that frame (wsproto: 1007) instead of getting 4008.
 
-    The race: a batch of frames half written, the next batch overflowing the queue before the
-    writer task takes the rest. Two publishes at once (2, then 3 events of 30 KB against a 64 KiB
-    queue) hit it in about one trial in five.
+    The race: a batch of frames half written, the next batch putting the session past its lag
+    bound before the writer task takes the rest. Two publishes at once (2, then 3 events of 30 KB
+    against a 64 KiB bound) hit it in about one trial in five with the old outbox; whatever the
+    interleaving, the client must read every frame whole, then the error, then 4008.
     """
-    env = gateway_env(GATEWAY_OUTBOX_MAX_BYTES="65536", GATEWAY_CLOSE_TIMEOUT="10")
+    env = gateway_env(GATEWAY_SLOW_CONSUMER_LAG_BYTES="65536", GATEWAY_CLOSE_TIMEOUT="10")
 
     def events(first: int, count: int) -> dict[str, object]:
         return {"events": [{"topic": TREE, "event": {"Type": "DELETE", "Source": {
@@ -276,40 +277,36 @@ async def test_slow_peers_slow_consumer_close_never_cuts_a_frame_in_two(tmp_path
 
 async def test_slow_peers_overflow_keeps_the_rest_of_a_half_written_frame() -> None:
     """The same race step by step, in process: a direct write takes half of a frame, the queue
-    overflows before the writer task runs; what is written next must finish that frame."""
+    overflows before the writer task sends the rest. The rest still goes first, then the error."""
     wire = bytearray()
 
-    class HalfWriter:
-        """Takes half of each write; the rest stays with the stream, as gateway.wsconn does."""
+    class HalfTaker:
+        """Takes half of a write at once; the writer task's awaited writes go through whole."""
 
-        tail = b""
+        direct = True
 
-        @property
-        def tail_pending(self) -> bool:
-            return bool(self.tail)
+        def try_send(self, data: bytes | memoryview) -> int:
+            half = len(data) // 2
+            wire.extend(data[:half])
+            return half
 
-        def write(self, data: bytes) -> bool:
-            wire.extend(data[: len(data) // 2])
-            self.tail = data[len(data) // 2 :]
-            return True
+        async def send_all(self, data: bytes | memoryview, progress: object = None) -> None:
+            await trio.lowlevel.checkpoint()
+            wire.extend(data)
 
-    outbox = Outbox(max_frames=100, max_bytes=10_000)
-    session = Session(EVENTS, "local", outbox, RateLimiter(1, 1, 0), idle_timers(), close_timeout=5)
-    writer = HalfWriter()
-    session.direct_write, session.flusher = writer, Flusher()  # the test plays the flusher
+    session = hand_session(make_hub(), max_lag=10_000)
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(outbox.wait)  # the writer task, parked
-            await trio.testing.wait_all_tasks_blocked()
+            session.writer = Writer(HalfTaker(), session.next_chunk, nursery.start_soon)  # type: ignore[arg-type]
             session.send(text_frame("x" * 3000))
-            session.flush_now()
+            session.flush()  # half of it on the wire; the writer task has the rest
             for _ in range(4):
                 session.send(text_frame("y" * 3000))  # overflow: closed as a slow consumer
-            # The stream sends its tail before anything else, then the writer's frames.
-            wire.extend(writer.tail + b"".join(outbox.take()))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
     reader = FrameProtocol(client=True, extensions=[])
     reader.receive_bytes(bytes(wire))
     frames = [(frame.opcode, frame.payload) for frame in reader.received_frames()]
     assert [opcode for opcode, _ in frames] == [Opcode.TEXT, Opcode.TEXT]
     assert frames[0][1] == "x" * 3000 and json.loads(str(frames[1][1]))["error"] == "slow_consumer"
-    assert outbox.closing is not None and outbox.closing.code == 4008  # the writer closes next
+    assert session.closing is not None and session.closing.code == 4008

@@ -53,6 +53,10 @@ PURE_MODULES = [
     "gateway.bus.nats.protocol",
     "gateway.bus.nats.servers",
     "gateway.admin.requests",
+    "gateway.delivery",
+    "gateway.delivery.log",
+    "gateway.delivery.streams",
+    "gateway.delivery.feed",
 ]
 IO_LIBRARIES = ["trio", "trio_websocket", "sqlalchemy", "h11", "jwt", "httpx", "anyio", "outcome"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from gateway.chat import protocol as chat
 from gateway.chat.events import MessageEvent, RoomEvent
@@ -34,8 +35,14 @@ class Joined:
     shown: int = 0
 
 
+# Live frames held for one session while its JOIN's history page is read and sent.
+MAX_HELD: Final = 2048
+
+
 class LocalRooms:
-    def __init__(self, metrics: Metrics, *, max_held: int, session_key: Callable[[Session], str]) -> None:
+    def __init__(
+        self, metrics: Metrics, *, session_key: Callable[[Session], str], max_held: int = MAX_HELD
+    ) -> None:
         self._metrics = metrics
         self._max_held = max_held
         self._session_key = session_key

@@ -65,7 +65,7 @@ class ChatService:
         self.metrics = metrics
         self.clock = clock
         self.instance = uuid.uuid4().hex[:12]
-        self.rooms = LocalRooms(metrics, max_held=settings.outbox_max_frames, session_key=self._session_key)
+        self.rooms = LocalRooms(metrics, session_key=self._session_key)
         self.presence = Presence(
             store,
             metrics,

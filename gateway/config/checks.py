@@ -17,7 +17,8 @@ def validate(settings: Settings) -> None:
     parse_host_port(settings.admin_listen, "admin_listen")
     positive = [
         "jwt_leeway", "max_message_bytes", "subscribe_timeout", "handshake_timeout",
-        "ping_interval", "ping_timeout", "close_timeout", "outbox_max_frames", "outbox_max_bytes",
+        "ping_interval", "ping_timeout", "close_timeout", "slow_consumer_lag_bytes", "write_stall_seconds",
+        "history_size", "history_seconds",
         "rate_limit", "rate_burst", "max_sessions", "max_sessions_per_ip", "drain_timeout",
         "debounce_max_pending", "bus_queue_size", "publish_timeout", "admin_max_body",
         "admin_max_batch", "chat_history_page", "chat_max_message_bytes", "chat_max_rooms_per_session",

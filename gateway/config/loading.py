@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Final, get_type_hints
 
 from gateway.config.checks import validate
-from gateway.config.settings import ConfigError, Settings, env_name, fields
+from gateway.config.settings import REPLACED, ConfigError, Settings, env_name, fields
 
 
 def load(
@@ -19,16 +19,21 @@ def load(
 ) -> Settings:
     """Merge the layers and validate. ``overrides`` holds flags already parsed (None = unset)."""
     values: dict[str, Any] = {}
+    notices: list[str] = []
     if config_file is not None:
-        values.update(_from_file(Path(config_file)))
-    values.update(_from_env(os.environ if env is None else env))
+        values.update(_from_file(Path(config_file), notices))
+    values.update(_from_env(os.environ if env is None else env, notices))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    settings = Settings(**values)
+    settings = Settings(**values, notices=tuple(notices))
     validate(settings)
     return settings
 
 
-def _from_file(path: Path) -> dict[str, Any]:
+def _replaced(name: str, where: str) -> str:
+    return f"{where} is no longer read: use {REPLACED[name]} instead"
+
+
+def _from_file(path: Path, notices: list[str]) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
@@ -39,14 +44,20 @@ def _from_file(path: Path) -> dict[str, Any]:
     known = {f.name: f for f in fields() if f.metadata["env"]}
     values = {}
     for key, value in raw.items():
+        if key in REPLACED:
+            notices.append(_replaced(key, f"config file {path}: {key}"))
+            continue
         if key not in known:
             raise ConfigError(f"config file {path}: unknown setting {key!r}")
         values[key] = _coerce(key, value)
     return values
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+def _from_env(env: Mapping[str, str], notices: list[str]) -> dict[str, Any]:
     values = {}
+    for name in REPLACED:
+        if env_name(name) in env:
+            notices.append(_replaced(name, env_name(name)))
     for f in fields():
         if f.metadata["env"] and (raw := env.get(env_name(f.name))) is not None:
             values[f.name] = _coerce(f.name, raw, source=env_name(f.name))

@@ -11,6 +11,8 @@ def effective(settings: Settings) -> dict[str, Any]:
     """The settings as a plain mapping, secrets masked, for ``check-config`` and startup logs."""
     shown = {}
     for f in fields():
+        if f.name == "notices":
+            continue
         value = getattr(settings, f.name)
         if f.metadata["secret"] and value:
             value = "***"
@@ -22,6 +24,8 @@ def reference_markdown() -> str:
     """The configuration reference table (docs/OPERATIONS.md embeds it; a test keeps them equal)."""
     rows = ["| setting (TOML key) | environment | default | meaning |", "|---|---|---|---|"]
     for f in fields():
+        if f.name == "notices":
+            continue
         env = f"`{env_name(f.name)}`" if f.metadata["env"] else "(flag only)"
         default = "unset" if f.default is None else f"`{_show_default(f.default)}`"
         rows.append(f"| `{f.name}` | {env} | {default} | {f.metadata['help']} |")

@@ -9,6 +9,14 @@ from typing import Any, Final
 ENV_PREFIX: Final = "GATEWAY_"
 
 
+# Settings that are no longer read: accepted in files and the environment, with a notice naming
+# what replaced them.
+REPLACED: Final = {
+    "outbox_max_frames": "slow_consumer_lag_bytes (bytes, not frames) and write_stall_seconds",
+    "outbox_max_bytes": "slow_consumer_lag_bytes",
+}
+
+
 class ConfigError(Exception):
     """A setting is missing, malformed or inconsistent; the message names it."""
 
@@ -70,14 +78,20 @@ class Settings:
     ping_interval: float = setting(30.0, "seconds between keepalive pings")
     ping_timeout: float = setting(10.0, "seconds to wait for a pong before closing with 4002")
     close_timeout: float = setting(5.0, "seconds a closing session gets to flush and say goodbye")
-    outbox_max_frames: int = setting(2048, "frames queued for one session before it is a slow consumer")
-    outbox_max_bytes: int = setting(4 << 20, "bytes queued for one session before it is a slow consumer")
+    slow_consumer_lag_bytes: int = setting(
+        16 << 20, "bytes a session may lag behind what it was sent before it is closed with 4008"
+    )
+    write_stall_seconds: float = setting(
+        10.0, "seconds a session's socket may take nothing while data waits, before 4008"
+    )
     rate_limit: float = setting(20.0, "inbound messages per second per session (sustained)")
     rate_burst: int = setting(60, "inbound messages a session may send in a burst")
     max_sessions: int = setting(20000, "open WebSocket connections in all, beyond which 503")
     max_sessions_per_ip: int = setting(1000, "open WebSocket connections per client IP, beyond which 429")
     drain_timeout: float = setting(10.0, "seconds shutdown waits for sessions to close with 1001")
     # Events
+    history_size: int = setting(10000, "events kept in the shared log, across all topics")
+    history_seconds: float = setting(600.0, "seconds an event is kept in the shared log")
     debounce_seconds: float = setting(1.0, "quiet period per node before a tree event is sent")
     debounce_max_pending: int = setting(10000, "nodes held by the debouncer before the oldest is flushed")
     # Bus
@@ -125,6 +139,7 @@ class Settings:
     log_format: str = setting("auto", "json, text, or auto (text on a terminal, JSON otherwise)")
     # Development mode: generated secrets, permissive local Origins. Never set from a file or env.
     dev: bool = setting(False, "development mode (make run): generated keys", env=False)
+    notices: tuple[str, ...] = setting((), "what loading had to say (replaced settings)", env=False)
 
     def with_changes(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

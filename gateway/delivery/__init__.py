@@ -1,0 +1,14 @@
+"""Delivery: every event encoded once into a shared log, read by each session from its cursor. Pure.
+
+- ``log``      ``EventLog``: the routed events with one offset sequence per instance and epoch,
+               bounded by count and age (the history a reconnecting client resumes from)
+- ``streams``  ``Stream``: the frames one audience (a workspace, a user, a role...) receives, in
+               log order, shared by the sessions of that audience
+- ``feed``     ``Feed``: one session's cursor over its streams, plus the frames queued for it alone,
+               gathered into one write in log order
+
+Fan-out appends a frame to a stream (once, whatever its number of sessions) and marks the stream;
+the flusher then hands each of its sessions everything between its cursor and the head in one
+write. A slow reader costs no copy: it is a cursor further back, and is closed when it lags by
+more than ``slow_consumer_lag_bytes`` or its socket accepts nothing for ``write_stall_seconds``.
+"""

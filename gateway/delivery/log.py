@@ -1,0 +1,86 @@
+"""The shared log of routed events: one offset sequence per instance and epoch, across all topics.
+
+Every event the dispatcher routes is appended once, with its routing (the deliveries, each with its
+message encoded when first needed). Offsets increase by one per event; the epoch names this run of
+the log, so a position of another run (another process, a restart) is recognised as such. The log
+keeps the newest ``max_entries`` events for at most ``max_age`` seconds: the history that a
+position can be resumed from. Pure: the caller passes the time.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+
+from gateway.events.model import Delivery, JsonObject
+from gateway.protocol import json_frame
+
+
+@dataclass(slots=True)
+class Entry:
+    offset: int
+    topic: str
+    event: JsonObject  # as the bus delivered it: a replay routes it again for the identity of then
+    deliveries: list[Delivery]  # as routed when it was appended
+    appended_at: float
+    frames: list[bytes | None] = field(default_factory=list)
+
+    def frame(self, seq: int) -> bytes:
+        """Delivery ``seq``'s message as a text frame, encoded once for every session."""
+        if not self.frames:
+            self.frames = [None] * len(self.deliveries)
+        frame = self.frames[seq]
+        if frame is None:
+            frame = self.frames[seq] = json_frame(self.deliveries[seq].message)
+        return frame
+
+
+class EventLog:
+    def __init__(self, *, max_entries: int, max_age: float, epoch: str | None = None) -> None:
+        self.epoch = epoch or secrets.token_hex(4)
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self.head = 0  # the offset of the newest entry; 0 before the first
+        self._entries: deque[Entry] = deque()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def append(self, topic: str, event: JsonObject, deliveries: list[Delivery], now: float) -> Entry:
+        self.head += 1
+        entry = Entry(self.head, topic, event, deliveries, now)
+        self._entries.append(entry)
+        self.expire(now)
+        return entry
+
+    def expire(self, now: float) -> None:
+        """Forget entries beyond the count or older than the age bound."""
+        entries = self._entries
+        while len(entries) > self.max_entries:
+            entries.popleft()
+        oldest = now - self.max_age
+        while entries and entries[0].appended_at < oldest:
+            entries.popleft()
+
+    @property
+    def first(self) -> int:
+        """The oldest offset still kept (``head + 1`` when the log is empty)."""
+        return self._entries[0].offset if self._entries else self.head + 1
+
+    def position(self, offset: int | None = None) -> str:
+        """``"<epoch>:<offset>"``, the form clients hold (the head by default)."""
+        return f"{self.epoch}:{self.head if offset is None else offset}"
+
+    def after(self, offset: int) -> list[Entry] | None:
+        """Every entry after ``offset``, or None when some of them are no longer kept."""
+        if offset > self.head or offset < 0:
+            return None
+        if offset + 1 < self.first:
+            return None
+        start = offset + 1 - self.first
+        return [self._entries[i] for i in range(start, len(self._entries))]
+
+    @property
+    def oldest_age(self) -> float | None:
+        return self._entries[0].appended_at if self._entries else None
