@@ -1,8 +1,10 @@
-"""Broadcast benchmark: the real gateway and a ``websockets`` peer under the same workload, one table.
+"""Broadcast benchmark: the real gateway and two peers under the same workload, one table.
 
     python -m bench.broadcast [--sessions 1000] [--events 1000] [--batch 20] [--window 200]
-                              [--rate 10] [--latency-seconds 5] [--clients 1] [--only gateway|peer]
-                              [--json FILE]
+                              [--rate 10] [--latency-seconds 5] [--clients 1]
+                              [--only gateway|picows|websockets] [--json FILE]
+
+The peers (:mod:`bench.peers`): picows on uvloop, and asyncio with ``websockets``.
 
 For each server: start it as a subprocess on free loopback ports and wait for ``/readyz``; open
 the sessions from a separate load-client process (:mod:`loadclient`), reading the server's
@@ -88,7 +90,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     add("--rate", type=float, default=10.0, help="fixed-rate phase: events per second, each to every session")
     add("--latency-seconds", type=float, default=5.0, help="fixed-rate phase duration (default 5)")
     add("--clients", type=int, default=1, help="load-client processes sharing the sessions (default 1)")
-    add("--only", choices=("gateway", "peer"), help="benchmark one server only")
+    add("--only", choices=[spec.name for spec in SERVERS], help="benchmark one server only")
     add("--json", metavar="FILE", help="also write the table to FILE as JSON")
     args = parser.parse_args(argv)
     if min(args.sessions, args.events, args.batch, args.clients) < 1 or args.rate <= 0:
@@ -114,12 +116,26 @@ def gateway_argv(ws_port: int, admin_port: int) -> list[str]:
     return [*command, "serve", "--listen", f"{HOST}:{ws_port}", "--admin-listen", f"{HOST}:{admin_port}"]
 
 
-def peer_argv(ws_port: int, admin_port: int) -> list[str]:
-    command = [sys.executable, "-m", "bench.peer"]
-    return [*command, "--listen", f"{HOST}:{ws_port}", "--admin-listen", f"{HOST}:{admin_port}"]
+def peer_argv(module: str) -> Callable[[int, int], list[str]]:
+    def argv(ws_port: int, admin_port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            module,
+            "--listen",
+            f"{HOST}:{ws_port}",
+            "--admin-listen",
+            f"{HOST}:{admin_port}",
+        ]
+
+    return argv
 
 
-SERVERS: Final = (ServerSpec("gateway", gateway_argv), ServerSpec("peer", peer_argv))
+SERVERS: Final = (
+    ServerSpec("gateway", gateway_argv),
+    ServerSpec("picows", peer_argv("bench.peers.picows_peer")),
+    ServerSpec("websockets", peer_argv("bench.peers.websockets_peer")),
+)
 
 
 # ---------------------------------------------------------------------------------------------

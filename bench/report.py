@@ -12,6 +12,7 @@ from loadclient.histogram import merge, percentile_ms
 WARMUP, SATURATION, FIXED_RATE = 0, 1, 2
 LABEL_WIDTH: Final = 54
 VALUE_WIDTH: Final = 12
+RATIO_WIDTH: Final = 22  # "gateway/websockets" and room to breathe
 
 
 @dataclass(frozen=True)
@@ -158,28 +159,30 @@ def rows(sessions: int, rate: float) -> list[Row]:
 
 
 def figures(results: list[ServerFigures], sessions: int, rate: float) -> dict[str, Any]:
-    """The table as data (``--json``): every row's value per server, and their ratio with two."""
+    """The table as data (``--json``): every row's value per server, and the first's ratio to each other."""
     table = []
     for row in rows(sessions, rate):
         values = [row.value(r) for r in results]
-        ratio = _ratio(values[0], values[1], row) if len(results) == 2 else "-"
-        table.append({"label": row.label, "values": values, "ratio": ratio, "better": row.better})
+        ratios = {r.name: _ratio(values[0], values[i], row) for i, r in enumerate(results) if i}
+        table.append({"label": row.label, "values": values, "ratios": ratios, "better": row.better})
     return {"servers": [r.name for r in results], "rows": table, "ok": all(r.ok for r in results)}
 
 
 def render(results: list[ServerFigures], sessions: int, rate: float) -> str:
-    """One column per server; with two servers, their ratio and which way is better."""
+    """One column per server, then the first one's ratio to each other and which way is better."""
     names = [r.name for r in results]
+    first = names[0]
     header = "figure".ljust(LABEL_WIDTH) + "".join(n.rjust(VALUE_WIDTH) for n in names)
-    pair = len(results) == 2
-    if pair:
-        header += "/".join(names).rjust(VALUE_WIDTH + 2) + "  better"
+    header += "".join(f"{first}/{n}".rjust(RATIO_WIDTH) for n in names[1:])
+    if len(names) > 1:
+        header += "  better"
     lines = [header, "-" * len(header)]
     for row in rows(sessions, rate):
         values = [row.value(r) for r in results]
         line = row.label.ljust(LABEL_WIDTH) + "".join(_cell(v, row.spec).rjust(VALUE_WIDTH) for v in values)
-        if pair:
-            line += _ratio(values[0], values[1], row).rjust(VALUE_WIDTH + 2) + f"  {row.better}"
+        line += "".join(_ratio(values[0], v, row).rjust(RATIO_WIDTH) for v in values[1:])
+        if len(names) > 1:
+            line += f"  {row.better}"
         lines.append(line.rstrip())
     return "\n".join(lines)
 

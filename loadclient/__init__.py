@@ -17,6 +17,8 @@ publish-to-deliver latency). The process talks over stdin and stdout in lines
 - ``interface``   the spec, the commands and the lines drivers read (pure)
 - ``connection``  one session: picows connection, subscribe, reconnect
 - ``checks``      what is checked in every message, and the report
+- ``oracle``      the reliability tests' check: every message against a stress plan
+- ``markers``     the benchmarks' check: marked events, exactly once and in order, latency
 - ``plan``        the deterministic multi-tenant workload and its oracle (pure)
 - ``marker``      the benchmark's event marker (pure)
 - ``histogram``   mergeable latency histograms (pure)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import random
 from collections.abc import Callable
+from time import time_ns
 from typing import TYPE_CHECKING, Final
 
 from picows import (
@@ -49,6 +50,8 @@ class Connection(WSListener):
         self.live = False
         self.ended_by_us = False  # we closed or dropped it: not an abnormal end
         self._parts: list[bytes] = []  # a fragmented text message, until its last frame
+        self._check = session.checker.on_message
+        self._now = 0
 
     # -- picows callbacks -------------------------------------------------------------------
 
@@ -59,7 +62,12 @@ class Connection(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
-        if kind == WSMsgType.TEXT and frame.fin and not self._parts:
+        if kind == WSMsgType.TEXT and frame.fin and self.live and not self._parts:
+            # The hot path. The clock is read once per buffer of frames, not once per frame.
+            now = self._now or time_ns() // 1000
+            self._now = 0 if frame.last_in_buffer else now
+            self._check(frame.get_payload_as_bytes(), now)
+        elif kind == WSMsgType.TEXT and frame.fin and not self._parts:
             self._on_text(frame.get_payload_as_bytes())
         elif kind in (WSMsgType.TEXT, WSMsgType.CONTINUATION):
             self._parts.append(frame.get_payload_as_bytes())

@@ -42,9 +42,9 @@ def test_bench_broadcast_tiny_run_prints_every_figure(tmp_path: Path) -> None:
     assert status == 0, output
     assert "every session got every event exactly once" in output, output
     table = json.loads((tmp_path / "table.json").read_text())
-    assert table["servers"] == ["gateway", "peer"] and table["ok"], table
+    assert table["servers"] == ["gateway", "picows", "websockets"] and table["ok"], table
     for row in table["rows"]:
         assert row["label"] in output, f"{row['label']!r} not printed:\n{output}"
         assert all(isinstance(v, int | float) for v in row["values"]), row
     errors = next(r for r in table["rows"] if r["label"].startswith("missing + duplicate"))
-    assert errors["values"] == [0, 0], table
+    assert errors["values"] == [0, 0, 0], table

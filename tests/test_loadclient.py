@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from loadclient.checks import CountCheck, MarkerCheck, PlanCheck, Totals
+from loadclient.checks import CountCheck, Totals
 from loadclient.interface import Progress, Ready, Spec, line, parse_line
 from loadclient.marker import marker, parse_marker
+from loadclient.markers import MarkerCheck
+from loadclient.oracle import PlanCheck
 from loadclient.plan import TREE, Plan
 
 

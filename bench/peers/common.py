@@ -1,14 +1,8 @@
-"""The peer the gateway is compared with: a broadcast server on asyncio and ``websockets``.
+"""What the peers do alike: the subscribe check and the HTTP publish API (asyncio streams).
 
-    GATEWAY_JWT_SECRET=... GATEWAY_ADMIN_KEY=... python -m bench.peer \\
-        --listen 127.0.0.1:PORT --admin-listen 127.0.0.1:PORT2
-
-It offers the gateway's interface for this workload and does the least a fair competitor must:
-a session sends ``{"@type": "subscribe", "jwt": ...}``, the token is verified with PyJWT (HS256,
-``exp`` required, as the gateway does) and the session gets ``{"@type": "subscribed", ...}``;
-``POST /api/v1/publish`` (same bearer key, same ``{"topic", "event"}`` or ``{"events": [...]}``
-bodies) serialises each event once and hands it to ``websockets.broadcast()``. No per-workspace
-routing or path rewriting: every subscribed session gets every event as it was published.
+A session sends ``{"@type": "subscribe", "jwt": ...}``; the token is verified with PyJWT (HS256,
+``exp`` required, as the gateway does). ``POST /api/v1/publish`` takes the gateway's bearer key
+and its ``{"topic", "event"}`` or ``{"events": [...]}`` bodies; ``GET /readyz`` answers 200.
 """
 
 from __future__ import annotations
@@ -21,18 +15,25 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import jwt
-from websockets.asyncio.server import ServerConnection, broadcast, serve
-from websockets.exceptions import ConnectionClosed
 
 SUBSCRIBE_TIMEOUT: Final = 10.0
 BACKLOG: Final = 4096  # trio listens with the system maximum; asyncio's default is 100
 MAX_BODY: Final = 1 << 20
 TOKEN_INVALID: Final = 4001
+
+REASONS: Final = {
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    413: "Content Too Large",
+}
 
 
 class Refused(Exception):
@@ -53,57 +54,33 @@ class Response:
     body: dict[str, Any]
 
 
-REASONS: Final = {
-    200: "OK",
-    202: "Accepted",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    413: "Content Too Large",
-}
-
-
-class Peer:
-    def __init__(self, secret: str, admin_key: str) -> None:
-        self.secret = secret
-        self.admin_key = admin_key
-        self.subscribers: set[ServerConnection] = set()
-
-    # -- WebSocket --------------------------------------------------------------------------
-
-    async def handle_websocket(self, ws: ServerConnection) -> None:
-        try:
-            claims = self.verify(await asyncio.wait_for(ws.recv(), SUBSCRIBE_TIMEOUT))
-        except (TimeoutError, ValueError, Refused, jwt.InvalidTokenError):
-            await ws.close(TOKEN_INVALID, "token invalid")
-            return
-        except ConnectionClosed:
-            return
-        await ws.send(json.dumps({"@type": "subscribed", "user": claims.get("name"), "endpoint": "events"}))
-        self.subscribers.add(ws)
-        try:
-            async for _ in ws:  # later client messages are read and ignored
-                pass
-        except ConnectionClosed:
-            pass
-        finally:
-            self.subscribers.discard(ws)
-
-    def verify(self, raw: str | bytes) -> dict[str, Any]:
+def verify_subscribe(raw: str | bytes, secret: str) -> dict[str, Any]:
+    """The claims of a subscribe message's token; Refused or jwt.InvalidTokenError otherwise."""
+    try:
         message = json.loads(raw)
-        if not isinstance(message, dict) or message.get("@type") not in ("subscribe", "register"):
-            raise Refused("expected a subscribe message")
-        token = message.get("jwt")
-        if not isinstance(token, str):
-            raise Refused("subscribe without a token")
-        claims: dict[str, Any] = jwt.decode(
-            token, self.secret, algorithms=["HS256"], options={"require": ["exp"]}
-        )
-        return claims
+    except ValueError:
+        raise Refused("not JSON") from None
+    if not isinstance(message, dict) or message.get("@type") not in ("subscribe", "register"):
+        raise Refused("expected a subscribe message")
+    token = message.get("jwt")
+    if not isinstance(token, str):
+        raise Refused("subscribe without a token")
+    claims: dict[str, Any] = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
+    return claims
 
-    # -- HTTP -------------------------------------------------------------------------------
 
-    async def handle_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def subscribed_reply(claims: dict[str, Any]) -> bytes:
+    return json.dumps({"@type": "subscribed", "user": claims.get("name"), "endpoint": "events"}).encode()
+
+
+class PublishApi:
+    """The HTTP side: each accepted event, serialised once, goes to ``broadcast``."""
+
+    def __init__(self, admin_key: str, broadcast: Callable[[bytes], None]) -> None:
+        self.admin_key = admin_key
+        self.broadcast = broadcast
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while (request := await read_request(reader)) is not None:
                 writer.write(encode_response(self.respond(request)))
@@ -128,7 +105,7 @@ class Peer:
         except ValueError as exc:
             return Response(400, {"error": "bad_request", "message": str(exc)})
         for event in events:
-            broadcast(self.subscribers, json.dumps(event))
+            self.broadcast(json.dumps(event).encode())
         return Response(202, {"published": len(events)})
 
 
@@ -176,41 +153,55 @@ def encode_response(response: Response) -> bytes:
     return head.encode() + body
 
 
-# ---------------------------------------------------------------------------------------------
-# The process
-
-
 def host_port(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def run(listen: str, admin_listen: str, peer: Peer) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    ws_host, ws_port = host_port(listen)
-    http_host, http_port = host_port(admin_listen)
-    async with serve(peer.handle_websocket, ws_host, ws_port, compression=None, backlog=BACKLOG):
-        http = await asyncio.start_server(peer.handle_http, http_host, http_port, backlog=BACKLOG)
-        async with http:
-            await stop.wait()
+@dataclass(frozen=True)
+class PeerArgs:
+    listen: str
+    admin_listen: str
+    secret: str
+    admin_key: str
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.peer", description=__doc__.split("\n")[0])
+def parse_args(prog: str, description: str, argv: Sequence[str] | None) -> PeerArgs:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--listen", required=True, help="WebSocket HOST:PORT")
     parser.add_argument("--admin-listen", required=True, help="HTTP publish API HOST:PORT")
     args = parser.parse_args(argv)
     secret, admin_key = os.environ.get("GATEWAY_JWT_SECRET"), os.environ.get("GATEWAY_ADMIN_KEY")
     if not secret or not admin_key:
-        print("bench.peer: set GATEWAY_JWT_SECRET and GATEWAY_ADMIN_KEY", file=sys.stderr)
-        return 2
+        print(f"{prog}: set GATEWAY_JWT_SECRET and GATEWAY_ADMIN_KEY", file=sys.stderr)
+        raise SystemExit(2)
+    return PeerArgs(args.listen, args.admin_listen, secret, admin_key)
+
+
+async def until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+async def serve_publish_api(args: PeerArgs, broadcast: Callable[[bytes], None]) -> asyncio.Server:
+    """The HTTP publish API on ``--admin-listen``, handing each event's bytes to ``broadcast``."""
+    host, port = host_port(args.admin_listen)
+    handle = PublishApi(args.admin_key, broadcast).handle
+    return await asyncio.start_server(handle, host, port, backlog=BACKLOG)
+
+
+def peer_main(
+    prog: str,
+    doc: str,
+    argv: Sequence[str] | None,
+    run: Callable[[PeerArgs], Coroutine[Any, Any, None]],
+    runner: Callable[[Coroutine[Any, Any, None]], None],
+) -> int:
+    """Parse the arguments, then ``run`` them on ``runner`` (``asyncio.run`` or ``uvloop.run``)."""
+    args = parse_args(prog, doc.split("\n")[0], argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(args.listen, args.admin_listen, Peer(secret, admin_key)))
+        runner(run(args))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
