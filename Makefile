@@ -46,8 +46,7 @@ smoke: binary
 	$(PY) -m pytest -q -m binary
 
 bench: $(STAMP)
-	$(PY) -m bench.broadcast
-	$(PY) -m bench.chat
+	$(PY) -m bench.targets
 
 # Regenerate the protobuf code of Cells' bus messages after editing gateway/cells/schema/*.proto
 # (tests/test_cells_codec.py fails while the checked-in code is stale).

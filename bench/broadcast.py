@@ -22,6 +22,7 @@ import http.client
 import json
 import math
 import os
+import resource
 import secrets
 import sys
 import tempfile
@@ -60,6 +61,8 @@ WARMUP_EVENTS: Final = 20
 DRAIN_LIMIT: Final = 30.0  # a phase gives up when delivery goes on this long after the last publish
 SETTLE: Final = 0.5  # seconds before reading VmRSS, so the server has finished its work
 MIN_TICK: Final = 0.005  # the fixed-rate publisher wakes at most every 5 ms (then batches)
+TOKEN_TTL: Final = 3600
+SPARE_FILES: Final = 200  # descriptors beyond the sessions: listeners, logs, the database, pipes
 BUSY_BOX: Final = 25.0  # % of a core used by other processes beyond which the run says so
 
 
@@ -74,9 +77,12 @@ class Options:
     clients: int
     only: str | None
     json: str | None
+    idle: bool = False  # connect and measure memory only: no events
 
     @property
     def phase_sizes(self) -> list[int]:
+        if self.idle:
+            return []
         return [WARMUP_EVENTS, self.events, max(1, round(self.rate * self.latency_seconds))]
 
 
@@ -92,6 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     add("--clients", type=int, default=1, help="load-client processes sharing the sessions (default 1)")
     add("--only", choices=[spec.name for spec in SERVERS], help="benchmark one server only")
     add("--json", metavar="FILE", help="also write the table to FILE as JSON")
+    add("--idle", action="store_true", help="only open the sessions and measure memory: no events")
     args = parser.parse_args(argv)
     if min(args.sessions, args.events, args.batch, args.clients) < 1 or args.rate <= 0:
         parser.error("--sessions, --events, --batch, --clients and --rate must be positive")
@@ -107,6 +114,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         clients=args.clients,
         json=args.json,
         only=args.only,
+        idle=args.idle,
     )
 
 
@@ -245,22 +253,33 @@ def bench_server(spec: ServerSpec, options: Options, env: dict[str, str], log: I
         server.stop()
 
 
+def session_tokens(secret: str, sessions: int) -> list[str]:
+    """One user per session, as in a real deployment: no server can verify a token once for all."""
+    return [
+        mint_token(secret, user=f"bench-{n}", workspaces=[WORKSPACE], ttl=TOKEN_TTL) for n in range(sessions)
+    ]
+
+
 def measure(server: Server, options: Options, env: dict[str, str]) -> ServerFigures:
-    token = mint_token(env["GATEWAY_JWT_SECRET"], user="bench", workspaces=[WORKSPACE], ttl=3600)
+    tokens = session_tokens(env["GATEWAY_JWT_SECRET"], options.sessions)
     time.sleep(SETTLE)
     rss_before = rss_kib(server.pid)
     url = f"ws://{HOST}:{server.ws_port}/ws"
-    clients = LoadClients(url, token, options.sessions, options.clients, options.phase_sizes)
+    clients = LoadClients(url, tokens, options.sessions, options.clients, options.phase_sizes)
     try:
+        meter = CpuMeter(server.pid, clients.pids)
         ready = clients.wait_ready()
+        connect_cpu = meter.used()
         if ready.failed:
             raise BenchError(f"{ready.failed} sessions could not subscribe; the first: {ready.first_error}")
         say(server.name, f"{ready.subscribed} sessions subscribed in {ready.seconds:.2f} s")
         time.sleep(SETTLE)
         rss_idle = (rss_kib(server.pid) - rss_before) / max(ready.subscribed, 1)
-        publisher = Publisher(server.admin_port, env["GATEWAY_ADMIN_KEY"])
-        runs = run_phases(Target(server, publisher, clients), options)
-        publisher.close()
+        runs = []
+        if not options.idle:
+            publisher = Publisher(server.admin_port, env["GATEWAY_ADMIN_KEY"])
+            runs = run_phases(Target(server, publisher, clients), options)
+            publisher.close()
         reports = clients.reports()
     finally:
         clients.kill()
@@ -269,6 +288,8 @@ def measure(server: Server, options: Options, env: dict[str, str]) -> ServerFigu
         subscribed=ready.subscribed,
         failed=ready.failed,
         connect_seconds=ready.seconds,
+        connect_server_us=1e6 * connect_cpu.server / max(ready.subscribed, 1),
+        connect_client_us=1e6 * connect_cpu.clients / max(ready.subscribed, 1),
         rss_idle_kib=rss_idle,
         closed=merge_counts(reports, "closes"),
         unexpected=sum(r["unexpected"] for r in reports),
@@ -297,6 +318,8 @@ def server_env(options: Options) -> dict[str, str]:
 
 def describe(options: Options) -> str:
     processes = len(split(options.sessions, options.clients))
+    if options.idle:
+        return f"bench.broadcast: {options.sessions} idle sessions from {processes} load-client process(es)"
     return (
         f"bench.broadcast: {options.sessions} sessions from {processes} load-client process(es), "
         "one workspace, UPDATE_PATH tree events\n"
@@ -307,7 +330,7 @@ def describe(options: Options) -> str:
 
 def conclusion(options: Options, results: list[ServerFigures]) -> tuple[str, int]:
     notes = []
-    measured = [r.phases[SATURATION] for r in results if r.phases[SATURATION].seconds >= 1]
+    measured = [r.phases[SATURATION] for r in results if r.phases and r.phases[SATURATION].seconds >= 1]
     busy = max((p.other_cpu_pct for p in measured), default=0.0)
     if busy > BUSY_BOX:
         notes.append(
@@ -318,14 +341,30 @@ def conclusion(options: Options, results: list[ServerFigures]) -> tuple[str, int
     if broken:
         notes.append(f"FAILED: not every session got every event exactly once on: {', '.join(broken)}")
         return "\n".join(notes), 1
-    notes.append(f"every session got every event exactly once, in order ({sum(options.phase_sizes)} events)")
+    if not options.idle:
+        notes.append(
+            f"every session got every event exactly once, in order ({sum(options.phase_sizes)} events)"
+        )
     return "\n".join(notes), 0
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's (and so the servers' and clients') descriptor limit to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     env = server_env(options)
-    print(describe(options), flush=True)
+    limit = raise_open_files_limit()
+    print(describe(options) + f"\n  open files limit (RLIMIT_NOFILE): {limit}", flush=True)
+    if limit < options.sessions + SPARE_FILES:  # each process (server, load client) holds one per session
+        need = options.sessions + SPARE_FILES
+        print(f"FAILED: {options.sessions} sessions need {need} descriptors per process; limit {limit}")
+        return 1
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for spec in SERVERS:

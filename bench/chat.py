@@ -47,6 +47,7 @@ class Options:
     posters: int
     posts: int
     in_flight: int
+    json: str | None = None
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -55,10 +56,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--posters", type=int, default=100, help="members that post")
     parser.add_argument("--posts", type=int, default=20000, help="posts in all")
     parser.add_argument("--in-flight", type=int, default=4, help="unacknowledged posts per poster")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args(argv)
     if not 1 <= args.posters <= args.members:
         parser.error("--posters must be between 1 and --members")
-    return Options(args.members, args.posters, args.posts, max(1, args.in_flight))
+    return Options(args.members, args.posters, args.posts, max(1, args.in_flight), args.json)
 
 
 class Member(WSListener):
@@ -284,6 +286,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         total, distinct = stored_posts(database)
         store_rate, per_commit = store_posts_per_second(Path(tmp), options.posters, options.posts)
     print_report(options, result, open_seconds, server_cpu, total, distinct)
+    if options.json:
+        figures = {
+            "posts_per_s": result.acked / result.seconds,
+            "members": options.members,
+            "ack_p99_ms": percentile_ms(result.histogram, 0.99),
+            "server_cpu_pct": server_cpu,
+            "ok": total == distinct == options.posts,
+        }
+        Path(options.json).write_text(json.dumps(figures, indent=1))
     print(
         f"chat store alone (same writer, {options.posters} posts in flight): "
         f"{store_rate:,.0f} durable posts/s, {per_commit:.0f} posts per commit; "

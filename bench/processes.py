@@ -177,14 +177,20 @@ def split(total: int, parts: int) -> list[int]:
 class LoadClients:
     """The load-client processes (:mod:`loadclient`), and what they said on stdout (one thread each)."""
 
-    def __init__(self, url: str, token: str, sessions: int, processes: int, phase_sizes: list[int]) -> None:
+    def __init__(
+        self, url: str, tokens: list[str], sessions: int, processes: int, phase_sizes: list[int]
+    ) -> None:
+        """Session ``i`` subscribes with ``tokens[i % len(tokens)]``."""
         self.changed = threading.Condition()
         self.states: list[ClientState] = []
         self.processes: list[subprocess.Popen[str]] = []
         self._specs = tempfile.TemporaryDirectory(prefix="bench-loadclient-")
+        first = 0
         for n, share in enumerate(split(sessions, processes)):
+            own = [tokens[(first + i) % len(tokens)] for i in range(min(share, len(tokens)))]
+            first += share
             spec = Path(self._specs.name) / f"spec-{n}.json"
-            spec.write_text(Spec(url, [token], sessions=share, phases=phase_sizes).to_json())
+            spec.write_text(Spec(url, own, sessions=share, phases=phase_sizes).to_json())
             process = subprocess.Popen(
                 [sys.executable, "-m", "loadclient", str(spec)],
                 cwd=ROOT,

@@ -65,6 +65,8 @@ class ServerFigures:
     subscribed: int
     failed: int
     connect_seconds: float
+    connect_server_us: float  # server CPU per session opened and subscribed
+    connect_client_us: float  # the load clients' CPU per session, to tell which side bounds opening
     rss_idle_kib: float
     closed: dict[str, int]  # close code -> sessions the server closed with it
     unexpected: int  # frames that were neither events nor control frames
@@ -121,6 +123,7 @@ class Row:
     value: Callable[[ServerFigures], float | None]
     spec: str  # format spec of the value
     better: str = ""  # "higher" or "lower"; "" for diagnostics, which get no ratio
+    idle: bool = False  # measured without events too (``--idle``)
 
 
 def rows(sessions: int, rate: float) -> list[Row]:
@@ -141,8 +144,12 @@ def rows(sessions: int, rate: float) -> list[Row]:
         Row("latency p99 ms (saturation)", lambda f: sat(f).p99_ms, ".1f", "lower"),
         Row(f"latency p50 ms (fixed {rate:g} events/s)", lambda f: fix(f).p50_ms, ".1f", "lower"),
         Row(f"latency p99 ms (fixed {rate:g} events/s)", lambda f: fix(f).p99_ms, ".1f", "lower"),
-        Row("RSS per idle session KiB", lambda f: f.rss_idle_kib, ".1f", "lower"),
-        Row(f"open + subscribe {sessions} sessions s", lambda f: f.connect_seconds, ".2f", "lower"),
+        Row("RSS per idle session KiB", lambda f: f.rss_idle_kib, ".1f", "lower", idle=True),
+        Row(
+            f"open + subscribe {sessions} sessions s", lambda f: f.connect_seconds, ".2f", "lower", idle=True
+        ),
+        Row("server CPU µs per session opened", lambda f: f.connect_server_us, ".0f", "lower", True),
+        Row("load client CPU µs per session opened", lambda f: f.connect_client_us, ".0f", "", True),
         Row(
             "server CPU-s per million delivered (saturation)",
             lambda f: sat(f).cpu_s_per_million,
@@ -154,14 +161,20 @@ def rows(sessions: int, rate: float) -> list[Row]:
         Row("other processes CPU % of one core (saturation)", lambda f: sat(f).other_cpu_pct, ".0f"),
         Row("message payload bytes (mean)", lambda f: sat(f).payload_bytes, ".0f"),
         Row("missing + duplicate + out-of-order deliveries", lambda f: sum(p.errors for p in f.phases), "d"),
-        Row("sessions failed or closed; unexpected frames", lambda f: f.broken, "d"),
+        Row("sessions failed or closed; unexpected frames", lambda f: f.broken, "d", idle=True),
     ]
+
+
+def rows_for(results: list[ServerFigures], sessions: int, rate: float) -> list[Row]:
+    """The rows that were measured: without events (``--idle``), the connection figures only."""
+    idle = any(not r.phases for r in results)
+    return [row for row in rows(sessions, rate) if row.idle or not idle]
 
 
 def figures(results: list[ServerFigures], sessions: int, rate: float) -> dict[str, Any]:
     """The table as data (``--json``): every row's value per server, and the first's ratio to each other."""
     table = []
-    for row in rows(sessions, rate):
+    for row in rows_for(results, sessions, rate):
         values = [row.value(r) for r in results]
         ratios = {r.name: _ratio(values[0], values[i], row) for i, r in enumerate(results) if i}
         table.append({"label": row.label, "values": values, "ratios": ratios, "better": row.better})
@@ -177,7 +190,7 @@ def render(results: list[ServerFigures], sessions: int, rate: float) -> str:
     if len(names) > 1:
         header += "  better"
     lines = [header, "-" * len(header)]
-    for row in rows(sessions, rate):
+    for row in rows_for(results, sessions, rate):
         values = [row.value(r) for r in results]
         line = row.label.ljust(LABEL_WIDTH) + "".join(_cell(v, row.spec).rjust(VALUE_WIDTH) for v in values)
         line += "".join(_ratio(values[0], v, row).rjust(RATIO_WIDTH) for v in values[1:])

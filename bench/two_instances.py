@@ -342,7 +342,7 @@ def measure_events(deploy: Deployment, options: Options, nats_pid: int) -> Event
     phases = [WARMUP_EVENTS, options.events]
     shares = split(options.sessions, len(deploy.servers))
     fleet = Fleet([
-        LoadClients(f"ws://{HOST}:{server.ws_port}/ws", token, share, 1, phases)
+        LoadClients(f"ws://{HOST}:{server.ws_port}/ws", [token], share, 1, phases)
         for server, share in zip(deploy.servers, shares, strict=False)
     ])  # fmt: skip
     publishers = [Publisher(s.admin_port, env["GATEWAY_ADMIN_KEY"]) for s in deploy.servers]

@@ -22,6 +22,7 @@ from gateway.commands import Commands
 from gateway.config import Settings, parse_host_port
 from gateway.connection.frames import (
     FrameConnection,
+    Inbound,
     Malformed,
     Message,
     PeerClosed,
@@ -29,7 +30,7 @@ from gateway.connection.frames import (
     PongReceived,
     TooBig,
 )
-from gateway.connection.transport import SocketTransport, StreamTransport, Transport
+from gateway.connection.transport import SocketTransport, StreamTransport, Transport, TransportClosed
 from gateway.connection.upgrade import BAD_REQUEST, BadRequest, Handshake, UpgradeRequest
 from gateway.connection.writer import Writer
 from gateway.delivery.log import EventLog
@@ -143,6 +144,9 @@ class WebSocketServer:
         self.hub.add(session)
         try:
             response, trailing = handshake.accept()
+            # The request and the HTTP parser are not needed any more: an idle session must not
+            # keep them (about 1 KiB each) for hours.
+            del handshake, request
             await self._answer(transport, response, linger=False)
             await self._run_session(session, transport, trailing)
         finally:
@@ -194,6 +198,15 @@ class WebSocketServer:
 
     async def _answer(self, transport: Transport, data: bytes, *, linger: bool = True) -> None:
         """Write an HTTP answer within the handshake timeout; after a refusal, close gracefully."""
+        if not linger and transport.direct:
+            # The usual case, a 101 into an empty socket buffer: one system call, no timer.
+            try:
+                written = transport.try_send(data)
+            except TransportClosed:
+                return
+            data = data[written:]
+            if not data:
+                return
         with trio.move_on_after(self.settings.handshake_timeout):
             await transport.send_all(data)
             if linger:
@@ -259,27 +272,35 @@ class WebSocketServer:
         """Read until the closing handshake is over; False when the connection just ended."""
         pending = frames.pending()  # frames the client sent right behind its upgrade request
         while True:
-            for inbound in pending:
-                if isinstance(inbound, Message):
-                    if session.closing is None:
-                        await self.commands.on_message(session, inbound.data)
-                elif isinstance(inbound, PingReceived):
-                    session.send_control(inbound.pong)
-                elif isinstance(inbound, PongReceived):
-                    session.timers.pong_received()
-                elif isinstance(inbound, PeerClosed):
-                    if not inbound.reply:  # the end of the stream, or the answer to our close
-                        return bool(session.closing)
-                    session.closed_by_peer(inbound.reply)
-                    await session.wait_close_written()
-                    return True
-                elif isinstance(inbound, TooBig | Malformed):
-                    # Nothing more is parsed: the rest of what the peer sends is read and dropped.
-                    session.close(*_refused(inbound))
-                    await session.wait_close_written()
-                    return True
-            data = await transport.receive_some(RECEIVE_BYTES)
-            pending = frames.receive(data)
+            outcome = await self._on_inbound(session, pending)
+            if outcome is not None:
+                return outcome
+            # Hold nothing of the last read while waiting for the next: most sessions are idle.
+            pending.clear()
+            pending = frames.receive(await transport.receive_some(RECEIVE_BYTES))
+
+    async def _on_inbound(self, session: Session, pending: list[Inbound]) -> bool | None:
+        """Act on what one read brought; whether to linger once the connection is over, or None to go on."""
+        for inbound in pending:
+            if isinstance(inbound, Message):
+                if session.closing is None:
+                    await self.commands.on_message(session, inbound.data)
+            elif isinstance(inbound, PingReceived):
+                session.send_control(inbound.pong)
+            elif isinstance(inbound, PongReceived):
+                session.timers.pong_received()
+            elif isinstance(inbound, PeerClosed):
+                if not inbound.reply:  # the end of the stream, or the answer to our close
+                    return bool(session.closing)
+                session.closed_by_peer(inbound.reply)
+                await session.wait_close_written()
+                return True
+            elif isinstance(inbound, TooBig | Malformed):
+                # Nothing more is parsed: the rest of what the peer sends is read and dropped.
+                session.close(*_refused(inbound))
+                await session.wait_close_written()
+                return True
+        return None
 
     # -- timers of every session, in one task ----------------------------------------------
 

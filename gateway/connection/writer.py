@@ -44,6 +44,10 @@ class Parking:
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
 
 
+def _nothing() -> bytes:
+    return b""
+
+
 class Writer:
     __slots__ = (
         "_parking",
@@ -138,5 +142,9 @@ class Writer:
     def stop(self) -> None:
         """The connection is over: write nothing more (the task, if any, ends)."""
         self.broken = True
+        # The source and the callback are the session's: dropping them breaks the session <->
+        # writer cycle, so a finished session is freed at once by reference counting.
+        self._source = _nothing
+        self.on_drained = None
         if self._scope is not None:
             self._scope.cancel()

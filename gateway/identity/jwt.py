@@ -30,7 +30,7 @@ EC_ALGORITHMS: Final = frozenset({"ES256", "ES384", "ES512"})
 OKP_ALGORITHMS: Final = frozenset({"EdDSA"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # keyed by identity: a public key object is not hashable
 class _Key:
     key: Any
     algorithms: frozenset[str]
@@ -60,6 +60,7 @@ class JwtResolver:
             self._keys.extend(_jwks_keys(jwks_json))
         if not self._keys:
             raise ValueError("JwtResolver needs a secret, a public key or a JWKS")
+        self._prepared: dict[tuple[_Key, str], jwt.PyJWK] = {}
         self._audience = audience
         self._issuer = issuer
         self.leeway = leeway
@@ -86,10 +87,19 @@ class JwtResolver:
 
     def verify(self, token: str) -> Identity:
         key, algorithm = self._select_key(token)
-        claims = self._decode(token, key, algorithm)
+        claims = self._decode(token, self._prepared_key(key, algorithm), algorithm)
         return identity_from_claims(claims)
 
-    def _select_key(self, token: str) -> tuple[Any, str]:
+    def _prepared_key(self, key: _Key, algorithm: str) -> jwt.PyJWK:
+        """The key as PyJWT uses it, made once: given a raw key, PyJWT prepares it on every decode
+        (for an HMAC secret, pattern checks that it is not a PEM key: a tenth of a subscribe)."""
+        prepared = self._prepared.get((key, algorithm))
+        if prepared is None:
+            as_jwk = jwt.get_algorithm_by_name(algorithm).to_jwk(key.key, as_dict=True)
+            prepared = self._prepared[key, algorithm] = jwt.PyJWK(as_jwk, algorithm)
+        return prepared
+
+    def _select_key(self, token: str) -> tuple[_Key, str]:
         header = _unverified_header(token)
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm not in self.algorithms:
@@ -104,15 +114,15 @@ class JwtResolver:
             match = [k for k in keyed if k.kid == kid]
             if not match:
                 raise AuthError(ErrorCode.TOKEN_KEY_UNKNOWN, "token 'kid' names no configured key")
-            return match[0].key, algorithm
+            return match[0], algorithm
         unkeyed = [k for k in candidates if k.kid is None]
         if unkeyed:
-            return unkeyed[0].key, algorithm
+            return unkeyed[0], algorithm
         if len(keyed) == 1:
-            return keyed[0].key, algorithm
+            return keyed[0], algorithm
         raise AuthError(ErrorCode.TOKEN_KEY_UNKNOWN, "token has no 'kid' and several keys could apply")
 
-    def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
+    def _decode(self, token: str, key: jwt.PyJWK, algorithm: str) -> dict[str, Any]:
         try:
             return jwt.decode(
                 token,
