@@ -48,3 +48,14 @@ def test_bench_broadcast_tiny_run_prints_every_figure(tmp_path: Path) -> None:
         assert all(isinstance(v, int | float) for v in row["values"]), row
     errors = next(r for r in table["rows"] if r["label"].startswith("missing + duplicate"))
     assert errors["values"] == [0, 0, 0], table
+
+
+def test_bench_broadcast_idle_run_measures_connections_only(tmp_path: Path) -> None:
+    status, output = run_bench(["--idle", "--sessions", str(SESSIONS), "--json", str(tmp_path / "idle.json")])
+    assert status == 0, output
+    assert "open files limit (RLIMIT_NOFILE)" in output, output
+    table = json.loads((tmp_path / "idle.json").read_text())
+    labels = [row["label"] for row in table["rows"]]
+    assert labels[0] == "RSS per idle session KiB", labels
+    assert not any("delivered" in label for label in labels), labels
+    assert table["ok"], table
