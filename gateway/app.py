@@ -202,6 +202,10 @@ def make_bus(settings: Settings, metrics: Metrics) -> Bus:
 class Gateway:
     """All services of one instance, wired together."""
 
+    def _history_age(self) -> float:
+        oldest = self.log.oldest_appended_at
+        return 0.0 if oldest is None else trio.current_time() - oldest
+
     def __init__(self, settings: Settings, *, resolver: Resolver | None = None) -> None:
         self.metrics = Metrics()
         self.http = make_http(settings)
@@ -214,6 +218,7 @@ class Gateway:
         self.settings = settings
         self.log = EventLog(max_entries=settings.history_size, max_age=settings.history_seconds)
         self.hub = Hub(self.metrics, self.log, trio.current_time)
+        self.metrics.watch_history(lambda: len(self.log), self._history_age)
         self.bus = make_bus(settings, self.metrics)
         self.refresher = AccessRefresher(self.resolver, self.hub, self.metrics)
         self.dispatcher = Dispatcher(

@@ -13,9 +13,10 @@ import time
 import trio
 
 from gateway.config import Settings
+from gateway.delivery.replay import Gap, replay
 from gateway.endpoints import EndpointHandler
-from gateway.handshake import CHAT
-from gateway.hub import Hub
+from gateway.handshake import CHAT, EVENTS
+from gateway.hub import Hub, audiences_of
 from gateway.identity import Identity
 from gateway.identity.resolver import Resolver
 from gateway.metrics import Metrics
@@ -28,7 +29,9 @@ from gateway.protocol import (
     Subscribe,
     Unsubscribe,
     decode_frame,
+    gap_frame,
     parse_session_command,
+    recovered_frame,
     subscribed_frame,
     unsubscribed_frame,
     wants_acknowledgements,
@@ -98,12 +101,30 @@ class Commands:
         session.timers.subscribed(
             deadline_of(expiry, self.settings.jwt_leeway, trio.current_time(), time.time())
         )
+        session.positions = command.recover and session.endpoint == EVENTS
         self.hub.start_delivering(session, identity)
         # Queued right after indexing, with no checkpoint between: every event appended after
-        # this reply reaches the session, and after the reply.
+        # this reply (and after the replay) reaches the session, and after them.
+        position = self.hub.log.position() if session.positions else None
         if session.errors_visible:
-            session.send_json(subscribed_frame(identity.user, session.endpoint, expiry))
+            session.send_json(subscribed_frame(identity.user, session.endpoint, expiry, position))
+        if command.since is not None and session.positions:
+            self._resume(session, identity, command.since)
         await handler.on_subscribed(session, identity)
+
+    def _resume(self, session: Session, identity: Identity, since: str) -> None:
+        """Queue what the session missed after ``since`` and ``recovered``, or one ``gap``."""
+        self.hub.log.expire(trio.current_time())  # the age bound holds when no event came lately
+        found = replay(self.hub.log, since, identity, audiences_of(identity))
+        if isinstance(found, Gap):
+            self.metrics.history_gaps.labels(found.cause).inc()
+            session.send_json(gap_frame(since, self.hub.log.position(), found.cause))
+            return
+        self.metrics.history_replays.inc()
+        self.metrics.history_replayed_events.inc(len(found.messages))
+        for message in found.messages:
+            session.send_json(message)
+        session.send_json(recovered_frame(found.position, len(found.messages)))
 
     async def identity_changed(self, session: Session, identity: Identity) -> None:
         """The platform changed what the session may see (already re-indexed): tell its endpoint."""

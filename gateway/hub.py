@@ -93,7 +93,7 @@ class Hub:
         """Take the session out of its streams; what they held for it stays queued to it."""
         identity = self._indexed.pop(session, None)
         if identity is not None:
-            session.feed.keep_routed(self.log.head, identity)
+            session.feed.keep_routed(self.log.head, identity, session.positions)
             self._unindex(session, identity)
             if session.feed.has_own:
                 session.flush_soon()
@@ -169,7 +169,7 @@ class Hub:
             count = _reach(streams, delivery)
             if not count:
                 continue
-            item = (entry.offset, seq, entry.frame(seq), delivery.allow)
+            item = (entry.offset, seq, entry.frame(seq), delivery.allow, entry)
             for stream in streams:
                 stream.append(item)
                 self._dirty[stream] = None

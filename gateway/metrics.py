@@ -47,7 +47,7 @@ class Metrics:
         )
         self.slow_consumer_closes = Counter(
             "gateway_slow_consumer_closes_total",
-            "Sessions closed with 4008 because their outbound queue overflowed.",
+            "Sessions closed with 4008: too far behind (slow_consumer_lag_bytes) or not reading.",
             registry=r,
         )
         self.session_closes = Counter(
@@ -130,6 +130,26 @@ class Metrics:
             ["error"],
             registry=r,
         )
+        self.history_replays = Counter(
+            "gateway_history_replays_total",
+            "Resumes served from the history (subscribe with since).",
+            registry=r,
+        )
+        self.history_replayed_events = Counter(
+            "gateway_history_replayed_events_total", "Events sent again to resuming sessions.", registry=r
+        )
+        self.history_gaps = Counter(
+            "gateway_history_gaps_total",
+            "Resumes answered with a gap, by cause (malformed, epoch, expired, unavailable).",
+            ["cause"],
+            registry=r,
+        )
+        self.history_events = Gauge("gateway_history_events", "Events kept in the history.", registry=r)
+        self.history_age = Gauge(
+            "gateway_history_age_seconds",
+            "Age of the oldest event in the history (0 when empty).",
+            registry=r,
+        )
         # Debug gauges, computed at scrape time: the stress suite compares them before and after a run
         # to find leaked tasks and sockets.
         self.trio_tasks = Gauge("gateway_trio_tasks", "Trio tasks alive in the process.", registry=r)
@@ -142,6 +162,11 @@ class Metrics:
     def watch_cache(self, name: str, size: Callable[[], float]) -> None:
         """Export a cache's size, read at scrape time."""
         self.cached.labels(name).set_function(size)
+
+    def watch_history(self, events: Callable[[], float], age: Callable[[], float]) -> None:
+        """Export the history's size and age, read at scrape time."""
+        self.history_events.set_function(events)
+        self.history_age.set_function(age)
 
     def watch_store(self, store: StoreCounters) -> None:
         """Export the chat store's own counters, read at scrape time."""

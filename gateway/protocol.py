@@ -144,9 +144,15 @@ class PlatformUnavailable(ProtocolError):
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """``{"@type": "subscribe" | "register", "jwt": "<token>"}``: (re-)authenticate the session."""
+    """``{"@type": "subscribe" | "register", "jwt": "<token>"}``: (re-)authenticate the session.
+
+    ``"recover": true`` asks for positions (``@position`` on every event); ``"since": "<epoch>:<offset>"``
+    also replays what the session missed after that position (docs/PROTOCOL.md, "Resuming").
+    """
 
     token: str
+    recover: bool = False
+    since: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +228,14 @@ def parse_session_command(obj: JsonObject) -> Subscribe | Unsubscribe | None:
             raise AuthError(ErrorCode.TOKEN_MISSING, 'subscribe needs a non-empty "jwt" field')
         if not isinstance(token, str):
             raise AuthError(ErrorCode.TOKEN_INVALID, '"jwt" must be a string')
-        return Subscribe(token.strip())
+        recover, since = obj.get("recover", False), obj.get("since")
+        if not isinstance(recover, bool):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, '"recover" must be true or false')
+        if since is not None and not isinstance(since, str):
+            raise ProtocolError(
+                ErrorCode.BAD_MESSAGE, '"since" must be a position string, "<epoch>:<offset>"'
+            )
+        return Subscribe(token.strip(), recover or since is not None, since)
     if kind == "unsubscribe":
         return Unsubscribe()
     return None
@@ -272,11 +285,25 @@ def error_frame(code: ErrorCode, message: str, **context: Any) -> JsonObject:
     return {"@type": "error", "error": str(code), "message": message, **context}
 
 
-def subscribed_frame(user: str, endpoint: str, expires_at: float | None) -> JsonObject:
+def subscribed_frame(
+    user: str, endpoint: str, expires_at: float | None, position: str | None = None
+) -> JsonObject:
     frame: JsonObject = {"@type": "subscribed", "user": user, "endpoint": endpoint}
     if expires_at is not None:
         frame["expiresAt"] = int(expires_at)
+    if position is not None:
+        frame["position"] = position
     return frame
+
+
+def recovered_frame(position: str, replayed: int) -> JsonObject:
+    """After the replayed events: the session is up to date through ``position``; live events follow."""
+    return {"@type": "recovered", "position": position, "replayed": replayed}
+
+
+def gap_frame(since: str, position: str, cause: str) -> JsonObject:
+    """What was asked cannot be replayed: the client must reload its state; live events follow."""
+    return {"@type": "gap", "since": since, "position": position, "reason": cause}
 
 
 def unsubscribed_frame() -> JsonObject:

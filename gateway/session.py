@@ -103,6 +103,7 @@ class Session:
         self.feed = Feed(log.head)
         self.identity: Identity | None = None
         self.token = ""  # the raw token, kept only to ask the platform on the user's behalf
+        self.positions = False  # subscribed with "recover" (or "since"): events carry "@position"
         # False on a chat socket whose (last) subscribe did not ask for acknowledgements: Cells'
         # chat client would take a subscribed or error frame for a room message.
         self.errors_visible = True
@@ -167,7 +168,7 @@ class Session:
     def next_chunk(self) -> bytes:
         """The writer's source: the next frames in order, then the close frame once closing."""
         if self.feed.behind(self.log.head):
-            frames = self.feed.gather(self.log.head, self.identity, WRITE_CHUNK)
+            frames = self.feed.gather(self.log.head, self.identity, WRITE_CHUNK, self.positions)
             if frames:
                 return frames[0] if len(frames) == 1 else b"".join(frames)
         if self.closing is not None and not self._close_sent and self.frames is not None:

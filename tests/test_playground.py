@@ -88,6 +88,7 @@ def test_playground_js_renders_text_only() -> None:
         ("/playground/app.js", "text/javascript; charset=utf-8"),
         ("/playground/style.css", "text/css; charset=utf-8"),
         ("/playground/favicon.svg", "image/svg+xml"),
+        ("/client.js", "text/javascript; charset=utf-8"),
     ],
 )
 async def test_playground_assets_served(gateway: Gateway, path: str, content_type: str) -> None:

@@ -273,6 +273,16 @@ async def _drive(page: Cdp, gateway: Gateway, origin: str, bob: WebSocketConnect
     assert (await admin_publish(gateway.admin_port, {"topic": TREE, "event": hostile}))[0] == 202
     await _wait_event(page, "tree", "DELETE", "common-files/<img src=x onerror=alert(1)>")
     assert await page.evaluate("document.querySelectorAll('#event-list img').length") == 0
+
+    # connecting again resumes after the last event shown: what was missed, then "recovered 1"
+    await page.click("events-disconnect")
+    missed = {"Type": "DELETE", "Source": {"Uuid": "n-missed", "Path": "/ds/common/missed.txt"}}
+    assert (await admin_publish(gateway.admin_port, {"topic": TREE, "event": missed}))[0] == 202
+    await page.click("events-connect")
+    await page.wait_for(
+        "document.getElementById('events-status').textContent.startsWith('recovered 1 ')", "recovered"
+    )
+    await _wait_event(page, "tree", "DELETE", "common-files/missed.txt")
     await page.click("events-clear")
 
     # publish from the page's form and from the admin API: both rendered with their rewritten paths

@@ -11,6 +11,7 @@ import trio.testing
 from gateway.connection.transport import TransportClosed
 from gateway.connection.writer import Writer
 from gateway.delivery.feed import Feed
+from gateway.delivery.log import EventLog
 from gateway.delivery.streams import Stream
 from gateway.events.model import Delivery, ToUser, ToWorkspaceUuid
 from gateway.flusher import Flusher
@@ -99,9 +100,11 @@ def test_feed_takes_a_delivery_once_through_two_audiences() -> None:
 
 def test_feed_gather_stops_at_an_event_boundary_past_the_limit() -> None:
     stream: Stream[object] = Stream("k")
+    log = EventLog(max_entries=10, max_age=60)
     for offset in (1, 2, 3):
-        stream.append((offset, 0, b"x" * 10, None))
-        stream.append((offset, 1, b"y" * 10, None))
+        entry = log.append("t", {}, [], 0.0)
+        stream.append((offset, 0, b"x" * 10, None, entry))
+        stream.append((offset, 1, b"y" * 10, None, entry))
     feed = Feed(0)
     feed.streams = [stream]
     assert feed.gather(3, None, limit=15) == [b"x" * 10, b"y" * 10]  # all of offset 1

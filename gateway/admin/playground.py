@@ -14,6 +14,7 @@ from gateway.config import ConfigError, parse_host_port
 PLAYGROUND_FILES: Final = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/playground/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/client.js": ("client.js", "text/javascript; charset=utf-8"),  # the resuming client, to copy
     "/playground/style.css": ("style.css", "text/css; charset=utf-8"),
     "/playground/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }

@@ -6,6 +6,8 @@
                log order, shared by the sessions of that audience
 - ``feed``     ``Feed``: one session's cursor over its streams, plus the frames queued for it alone,
                gathered into one write in log order
+- ``replay``   what one identity missed after a position, routed again for it as it is now
+               (``since``), or the ``Gap`` that says the log cannot tell
 
 Fan-out appends a frame to a stream (once, whatever its number of sessions) and marks the stream;
 the flusher then hands each of its sessions everything between its cursor and the head in one

@@ -58,8 +58,11 @@ class Feed:
         """Bytes waiting for this session (a frame in two of its streams counts twice)."""
         return self.own_bytes + sum(s.bytes_after(self.cursor) for s in self.streams)
 
-    def gather(self, head: int, identity: Identity | None, limit: int) -> list[bytes]:
-        """The next frames, in order, up to an event boundary past ``limit`` bytes."""
+    def gather(
+        self, head: int, identity: Identity | None, limit: int, positions: bool = False
+    ) -> list[bytes]:
+        """The next frames, in order, up to an event boundary past ``limit`` bytes (with their
+        ``@position`` when ``positions``)."""
         cursor = self.cursor
         sources = [s for s in self.streams if s.items and s.items[-1][0] > cursor]
         out: list[bytes] = []
@@ -67,7 +70,7 @@ class Feed:
         through = head  # the cursor after this gather
         last = (-1, -1)
         for item in _merged(sources, cursor):
-            offset, seq, frame, allow = item
+            offset, seq, frame, allow, entry = item
             if (offset, seq) == last:
                 continue  # the same delivery through another audience
             if size >= limit and offset != last[0]:
@@ -77,6 +80,8 @@ class Feed:
                 size += self._take_own(out, offset - 1)
             last = (offset, seq)
             if allow is None or (identity is not None and allow(identity)):
+                if positions:
+                    frame = entry.positioned_frame(seq)
                 out.append(frame)
                 size += len(frame)
         if self.own:
@@ -84,10 +89,10 @@ class Feed:
         self.cursor = through
         return out
 
-    def keep_routed(self, head: int, identity: Identity | None) -> None:
+    def keep_routed(self, head: int, identity: Identity | None, positions: bool = False) -> None:
         """Before the session leaves its streams: queue what they hold for it as its own frames."""
         if self.behind(head):
-            frames = self.gather(head, identity, limit=1 << 62)
+            frames = self.gather(head, identity, limit=1 << 62, positions=positions)
             for frame in frames:
                 self.queue(head, frame)
         self.streams = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Final
 
 from gateway.events.model import Delivery, JsonObject
 from gateway.protocol import json_frame
@@ -21,10 +22,12 @@ from gateway.protocol import json_frame
 class Entry:
     offset: int
     topic: str
-    event: JsonObject  # as the bus delivered it: a replay routes it again for the identity of then
+    event: JsonObject  # as the bus delivered it: a replay routes it again for the identity of now
     deliveries: list[Delivery]  # as routed when it was appended
     appended_at: float
+    position: str  # "<epoch>:<offset>"
     frames: list[bytes | None] = field(default_factory=list)
+    positioned: list[bytes | None] = field(default_factory=list)  # the same with "@position"
 
     def frame(self, seq: int) -> bytes:
         """Delivery ``seq``'s message as a text frame, encoded once for every session."""
@@ -34,6 +37,39 @@ class Entry:
         if frame is None:
             frame = self.frames[seq] = json_frame(self.deliveries[seq].message)
         return frame
+
+    def positioned_frame(self, seq: int) -> bytes:
+        """The frame with the event's ``"@position"``, for sessions that asked for positions."""
+        if not self.positioned:
+            self.positioned = [None] * len(self.deliveries)
+        frame = self.positioned[seq]
+        if frame is None:
+            frame = self.positioned[seq] = json_frame(
+                with_position(self.deliveries[seq].message, self.position)
+            )
+        return frame
+
+
+def with_position(message: JsonObject, position: str) -> JsonObject:
+    return {"@position": position, **message}
+
+
+class BadPosition(Exception):
+    """A position this log cannot resume from; ``cause`` says why (a ``gap`` reason)."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+# Why a position cannot be served (the ``reason`` of a ``gap``, and a metric label).
+MALFORMED: Final = "malformed"
+OTHER_EPOCH: Final = "epoch"  # another process or a restart: another history
+EXPIRED: Final = "expired"  # older than the history keeps
+UNAVAILABLE: Final = "unavailable"  # the history cannot be read now (JetStream down)
+
+
+MAX_OFFSET_DIGITS: Final = 19  # offsets fit in 63 bits
 
 
 class EventLog:
@@ -49,7 +85,7 @@ class EventLog:
 
     def append(self, topic: str, event: JsonObject, deliveries: list[Delivery], now: float) -> Entry:
         self.head += 1
-        entry = Entry(self.head, topic, event, deliveries, now)
+        entry = Entry(self.head, topic, event, deliveries, now, self.position(self.head))
         self._entries.append(entry)
         self.expire(now)
         return entry
@@ -72,6 +108,20 @@ class EventLog:
         """``"<epoch>:<offset>"``, the form clients hold (the head by default)."""
         return f"{self.epoch}:{self.head if offset is None else offset}"
 
+    def offset_of(self, position: str) -> int:
+        """The offset of ``"<epoch>:<offset>"`` in this log; BadPosition when it cannot be resumed."""
+        epoch, sep, digits = position.partition(":")
+        if not sep or not digits.isascii() or not digits.isdigit() or len(digits) > MAX_OFFSET_DIGITS:
+            raise BadPosition(MALFORMED)
+        if epoch != self.epoch:
+            raise BadPosition(OTHER_EPOCH)
+        offset = int(digits)
+        if offset > self.head:
+            raise BadPosition(MALFORMED)  # a position this log never gave
+        if offset + 1 < self.first:
+            raise BadPosition(EXPIRED)
+        return offset
+
     def after(self, offset: int) -> list[Entry] | None:
         """Every entry after ``offset``, or None when some of them are no longer kept."""
         if offset > self.head or offset < 0:
@@ -82,5 +132,5 @@ class EventLog:
         return [self._entries[i] for i in range(start, len(self._entries))]
 
     @property
-    def oldest_age(self) -> float | None:
+    def oldest_appended_at(self) -> float | None:
         return self._entries[0].appended_at if self._entries else None

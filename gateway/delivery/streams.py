@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from gateway.identity import Identity
 
+if TYPE_CHECKING:
+    from gateway.delivery.log import Entry
+
 Allow = Callable[[Identity], bool] | None
-# (log offset, delivery number within that event, frame, per-identity check)
-Item = tuple[int, int, bytes, Allow]
+# (log offset, delivery number within that event, frame, per-identity check, the log entry)
+Item = tuple[int, int, bytes, Allow, "Entry"]
 
 M = TypeVar("M")
 

@@ -224,21 +224,33 @@
     const { kind, type, detail } = describe(msg);
     const item = el("li", "event");
     item.dataset.kind = kind;
+    const position = msg["@position"] ? "@" + msg["@position"].split(":")[1] : "";
     item.append(el("span", "time", clock()), el("span", "kind", kind), el("span", "type", type),
-      el("span", "detail", detail));
+      el("span", "position", position), el("span", "detail", detail));
     const raw = el("details");
     raw.append(el("summary", "", "JSON"), el("pre", "", JSON.stringify(msg, null, 2)));
     item.append(raw);
     prepend($("event-list"), item);
   }
 
+  // The position of the last event shown: connecting again resumes after it ("since").
+  let lastPosition = null;
+
   function onEventFrame(msg) {
     if (msg["@type"] === "subscribed") {
       const until = msg.expiresAt ? ", token expires at " + clock(msg.expiresAt) : "";
-      status("events-status", "subscribed as " + msg.user + until, "ok");
+      status("events-status", "subscribed as " + msg.user + until + " at position " + msg.position, "ok");
+      if (!lastPosition) lastPosition = msg.position;
+    } else if (msg["@type"] === "recovered") {
+      status("events-status", "recovered " + msg.replayed + " missed event(s), live from " + msg.position, "ok");
+    } else if (msg["@type"] === "gap") {
+      lastPosition = msg.position;
+      status("events-status", "gap (" + msg.reason + "): events were missed and cannot be replayed; " +
+        "reload your view", "error");
     } else if (msg["@type"] === "error") {
       status("events-status", "error " + msg.error + ": " + msg.message, "error");
     } else if (msg["@type"] !== "unsubscribed") {
+      if (msg["@position"]) lastPosition = msg["@position"];
       addEvent(msg);
     }
   }
@@ -253,7 +265,11 @@
     const socket = new WebSocket(wsUrl(info.paths.events));
     events = socket;
     status("events-status", "connecting...", "");
-    socket.onopen = () => socket.send(JSON.stringify({ "@type": "subscribe", ack: true, jwt: token() }));
+    socket.onopen = () => {
+      const subscribe = { "@type": "subscribe", ack: true, jwt: token(), recover: true };
+      if (lastPosition) subscribe.since = lastPosition;
+      socket.send(JSON.stringify(subscribe));
+    };
     socket.onmessage = (e) => {
       try {
         onEventFrame(JSON.parse(e.data));
