@@ -6,6 +6,7 @@ Modules marked *pure* load no I/O library (trio, SQLAlchemy, h11, PyJWT, trio-we
 module under 400 lines.
 
 - ``cli``        command line: ``main(argv) -> int`` (serve, token, publish, ...)
+- ``tuning``     process-wide settings for thousands of long-lived sessions (garbage collector)
 - ``watch``      ``gateway watch``: subscribe as a user, print what they receive (trio-websocket)
 - ``config``     settings: defaults < TOML file < ``GATEWAY_*`` environment < flags
 - ``app``        ``Gateway``: wires the services below into one root nursery (``run_services``,

@@ -14,7 +14,6 @@ gateway --version
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
@@ -33,13 +32,13 @@ from gateway.config import ConfigError, Settings
 from gateway.identity import PROFILES, Identity
 from gateway.identity.mint import mint_token
 from gateway.topics import PUBLISHABLE_TOPICS
+from gateway.tuning import tune_garbage_collector
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 GIL_SWITCH_INTERVAL = 0.0005
-GC_THRESHOLDS = (50_000, 20, 100)  # see tune_garbage_collector()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,24 +181,19 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def tune_garbage_collector() -> None:
-    """Collect cyclic garbage less often than CPython's defaults, which suit short scripts.
-
-    A session is a few dozen long-lived objects, and nearly all of them are freed by reference
-    counting when it ends. With the default thresholds (700, 10, 10), every 700 allocations start a
-    young collection, and the full collections that follow while thousands of sessions connect
-    each walk every live object: measured, 5,000 connecting sessions cost 2.8 CPU-s, of which the
-    collector took 40%; with these thresholds 1.6 CPU-s, with no growth in memory per session.
-    What exists at start-up (modules, settings) is frozen out of every collection.
-    """
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+# Keys `--dev` replaces with its own: the configured ones are for production, and development
+# mode must neither print them nor mint tokens they would verify.
+DEV_IGNORED_KEYS = ("jwt_secret", "jwt_public_key_file", "jwks_file", "admin_key")
 
 
 def _dev_settings(settings: Settings, out: TextIO) -> Settings:
-    """Fill in generated keys and local Origins, and say loudly that this is for development."""
-    secret = settings.jwt_secret or secrets.token_urlsafe(32)
-    admin_key = settings.admin_key or secrets.token_urlsafe(32)
+    """Generated keys (configured ones ignored) and local Origins; say loudly that this is for development."""
+    ignored = [name for name in DEV_IGNORED_KEYS if getattr(settings, name)]
+    if ignored:
+        # Only the names: the values are secrets, and this goes to a terminal or a log.
+        print(f"development mode ignores the configured {', '.join(ignored)} and uses its own keys", file=out)
+    secret = secrets.token_urlsafe(32)
+    admin_key = secrets.token_urlsafe(32)
     origins = settings.allowed_origins or _dev_origins(settings)
     print(
         "\n*** DEVELOPMENT MODE: keys generated for this run; never use them in production. ***\n"
@@ -213,7 +207,14 @@ def _dev_settings(settings: Settings, out: TextIO) -> Settings:
         file=out,
         flush=True,
     )
-    return settings.with_changes(jwt_secret=secret, admin_key=admin_key, allowed_origins=origins, dev=True)
+    return settings.with_changes(
+        jwt_secret=secret,
+        jwt_public_key_file=None,
+        jwks_file=None,
+        admin_key=admin_key,
+        allowed_origins=origins,
+        dev=True,
+    )
 
 
 # -- check-config -----------------------------------------------------------------------------

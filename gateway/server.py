@@ -37,12 +37,14 @@ from gateway.delivery.log import EventLog
 from gateway.flusher import Flusher
 from gateway.handshake import ENDPOINT_PATHS, Refusal, allowed_origins, refusal
 from gateway.hub import Hub
+from gateway.logs import Throttle
 from gateway.metrics import Metrics
 from gateway.protocol import CloseCode, ErrorCode
 from gateway.session import CloseRequest, Limits, RateLimiter, Session
 from gateway.timers import SessionTimers
 
 log = logging.getLogger("gateway.server")
+PROXY_LOG_INTERVAL = 60.0  # seconds between two log lines about requests a proxy stripped
 
 RECEIVE_BYTES: Final = 65536
 # Frames up to this multiple of the limit are read whole, so they get a JSON error before 1009;
@@ -73,6 +75,7 @@ class WebSocketServer:
         self._connections: trio.Nursery | None = None
         self._pending_handshakes = 0
         self._pending_by_remote: Counter[str] = Counter()
+        self._proxy_log = Throttle(PROXY_LOG_INTERVAL)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -136,6 +139,18 @@ class WebSocketServer:
         refused = self._refusal(request, remote)
         if refused is not None:
             self.metrics.connections_refused.labels(refused.error).inc()
+            if refused.error == "upgrade_required" and self._proxy_log.allow(
+                refused.error, trio.current_time()
+            ):
+                # What users see as "websocket disconnected" behind a proxy: say it where operators look.
+                log.warning(
+                    "a request to %s from %s came without the WebSocket upgrade headers (answered 426): "
+                    "%s. At most one such line a minute; "
+                    'gateway_connections_refused_total{reason="upgrade_required"} counts them all',
+                    request.path,
+                    remote,
+                    refused.message,
+                )
             await self._answer(transport, handshake.refuse(refused))
             return
         session = self._new_session(ENDPOINT_PATHS[request.path], remote)

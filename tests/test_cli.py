@@ -166,6 +166,24 @@ def test_cli_dev_origins_follow_the_admin_listener(no_keys: None) -> None:
     assert "http://127.0.0.1:6061/" in out.getvalue()
 
 
+def test_cli_dev_ignores_configured_keys_and_never_prints_them(no_keys: None) -> None:
+    """Finding 13.9: --dev printed the configured secret and admin key as "generated", and minted
+    admin tokens with the real secret."""
+    from gateway.cli import _dev_settings
+    from gateway.config import Settings
+
+    out = io.StringIO()
+    real = Settings(
+        jwt_secret="real-production-secret-0123456789abcdef", admin_key="real-admin-key-0123456789"
+    )
+    settings = _dev_settings(real, out)
+    assert settings.jwt_secret not in (None, real.jwt_secret) and settings.admin_key != real.admin_key
+    printed = out.getvalue()
+    assert "real-production-secret" not in printed and "real-admin-key" not in printed
+    assert "ignores the configured jwt_secret, admin_key" in printed
+    assert f"GATEWAY_JWT_SECRET={settings.jwt_secret}" in printed  # generated: the only one that mints
+
+
 # -- cells identity ---------------------------------------------------------------------------------
 
 
