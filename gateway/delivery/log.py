@@ -33,21 +33,19 @@ class Entry:
         """Delivery ``seq``'s message as a text frame, encoded once for every session."""
         if not self.frames:
             self.frames = [None] * len(self.deliveries)
-        frame = self.frames[seq]
-        if frame is None:
-            frame = self.frames[seq] = json_frame(self.deliveries[seq].message)
-        return frame
+        return self.frames[seq] or _store(self.frames, seq, self.deliveries[seq].message)
 
     def positioned_frame(self, seq: int) -> bytes:
         """The frame with the event's ``"@position"``, for sessions that asked for positions."""
         if not self.positioned:
             self.positioned = [None] * len(self.deliveries)
-        frame = self.positioned[seq]
-        if frame is None:
-            frame = self.positioned[seq] = json_frame(
-                with_position(self.deliveries[seq].message, self.position)
-            )
-        return frame
+        message = self.deliveries[seq].message
+        return self.positioned[seq] or _store(self.positioned, seq, with_position(message, self.position))
+
+
+def _store(cache: list[bytes | None], seq: int, message: JsonObject) -> bytes:
+    frame = cache[seq] = json_frame(message)
+    return frame
 
 
 def with_position(message: JsonObject, position: str) -> JsonObject:

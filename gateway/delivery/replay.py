@@ -40,27 +40,26 @@ def replay(log: EventLog, since: str, identity: Identity, audiences: list[Audien
     if entries is None:
         return Gap(EXPIRED)
     mine = set(audiences)
+    covering = _IdentityCovering(identity.workspaces)  # once, not per replayed event
     messages: list[JsonObject] = []
     position = since
     for entry in entries:
-        found = _messages_for(entry, identity, mine)
+        found = _messages_for(entry, identity, mine, covering)
         if found:
             messages += found
             position = entry.position
     return Replay(messages, position)
 
 
-def _messages_for(entry: Entry, identity: Identity, mine: set[Audience]) -> list[JsonObject]:
-    deliveries = route(entry.topic, entry.event, _covering(identity))
+def _messages_for(
+    entry: Entry, identity: Identity, mine: set[Audience], covering: _IdentityCovering
+) -> list[JsonObject]:
+    deliveries = route(entry.topic, entry.event, covering)
     return [
         with_position(d.message, entry.position)
         for d in deliveries
         if mine.intersection(d.audiences) and (d.allow is None or d.allow(identity))
     ]
-
-
-def _covering(identity: Identity) -> _IdentityCovering:
-    return _IdentityCovering(identity.workspaces)
 
 
 class _IdentityCovering:
