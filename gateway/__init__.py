@@ -32,6 +32,8 @@ module under 400 lines.
 - ``handshake``  who may open a WebSocket: paths, Origin, limits, and the refusals (pure)
 - ``endpoints``  what each socket path adds: the events socket; the chat socket is ``chat``
 - ``dispatch``   topic subscription tasks: bus -> debounce -> routing -> hub
+- ``history``    the history shared by instances in a JetStream stream (``history_backend``):
+                 the stream feeds the router, release records make every instance debounce alike
 - ``admin``      the admin HTTP listener (h11): health, metrics, publish and token API, playground
 - ``chat``       chat rooms, presence, posting rules and the SQL history store
 - ``httpclient`` pooled outbound HTTP (Cells' REST API, node-access checks)

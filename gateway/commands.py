@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -56,6 +57,9 @@ class Commands:
         self.resolver = resolver
         self.handlers = handlers
         self.metrics = metrics
+        # A shared history (JetStream): waits until this instance has read as far as a position
+        # another instance gave, before a resume from it.
+        self.history_reached: Callable[[str], Awaitable[None]] | None = None
 
     async def on_message(self, session: Session, data: str | bytes) -> None:
         """Handle one complete inbound message. Never raises (but Cancelled)."""
@@ -92,6 +96,8 @@ class Commands:
 
     async def _subscribe(self, session: Session, handler: EndpointHandler, command: Subscribe) -> None:
         identity = await self.resolver.resolve(command.token)
+        if command.since is not None and self.history_reached is not None:
+            await self.history_reached(command.since)
         if session.closing is not None:
             return  # closed while the platform answered
         if session.identity is not None and identity.sub != session.identity.sub:
@@ -102,10 +108,11 @@ class Commands:
             deadline_of(expiry, self.settings.jwt_leeway, trio.current_time(), time.time())
         )
         session.positions = command.recover and session.endpoint == EVENTS
-        self.hub.start_delivering(session, identity)
+        # A resume replays what was queued but not sent yet: drop it rather than send it twice.
+        self.hub.start_delivering(session, identity, resume=command.since is not None)
         # Queued right after indexing, with no checkpoint between: every event appended after
         # this reply (and after the replay) reaches the session, and after them.
-        position = self.hub.log.position() if session.positions else None
+        position = self.hub.log.current_position if session.positions else None
         if session.errors_visible:
             session.send_json(subscribed_frame(identity.user, session.endpoint, expiry, position))
         if command.since is not None and session.positions:
@@ -118,7 +125,7 @@ class Commands:
         found = replay(self.hub.log, since, identity, audiences_of(identity))
         if isinstance(found, Gap):
             self.metrics.history_gaps.labels(found.cause).inc()
-            session.send_json(gap_frame(since, self.hub.log.position(), found.cause))
+            session.send_json(gap_frame(since, self.hub.log.current_position, found.cause))
             return
         self.metrics.history_replays.inc()
         self.metrics.history_replayed_events.inc(len(found.messages))

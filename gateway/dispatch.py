@@ -85,11 +85,12 @@ class Dispatcher:
                 received.inc(len(batch))
                 lag.set(subscription.lag())
                 for data in batch:
-                    event = self._decode(topic, data)
+                    event = self.decode(topic, data)
                     if event is not None:
                         self._accept(topic, event)
 
-    def _decode(self, topic: str, data: bytes) -> JsonObject | None:
+    def decode(self, topic: str, data: bytes) -> JsonObject | None:
+        """The event a payload holds, or None (counted and logged) when it does not decode."""
         try:
             return self._codec.decode(topic, data)
         except BadEvent as exc:
@@ -107,9 +108,7 @@ class Dispatcher:
     def _accept(self, topic: str, event: JsonObject) -> None:
         debouncer = self._debouncers.get(topic)
         if debouncer is None:
-            self._route_all(topic, [event])
-            if topic == IDM_TOPIC and self._on_idm is not None:
-                self._on_idm(event)
+            self.deliver(topic, event)
             return
         had_deadline = debouncer.next_deadline()
         self._route_all(topic, debouncer.add(event, trio.current_time()))
@@ -119,12 +118,19 @@ class Dispatcher:
 
     def _route_all(self, topic: str, events: list[JsonObject]) -> None:
         for event in events:
-            try:
-                self._hub.fan_out(topic, route(topic, event, self._hub.covering), event)
-            except Exception:
-                # A routing bug must cost one event, not the topic: count it, log it, go on.
-                self._metrics.events_dropped.labels(topic, "route_error").inc()
-                log.exception("failed to route an event on %s", topic)
+            self.deliver(topic, event)
+
+    def deliver(self, topic: str, event: JsonObject, seq: int | None = None) -> None:
+        """Route one event to the sessions (at stream sequence ``seq`` with a JetStream history);
+        identity events then go to ``on_idm``."""
+        try:
+            self._hub.fan_out(topic, route(topic, event, self._hub.covering), event, seq)
+        except Exception:
+            # A routing bug must cost one event, not the topic: count it, log it, go on.
+            self._metrics.events_dropped.labels(topic, "route_error").inc()
+            log.exception("failed to route an event on %s", topic)
+        if topic == IDM_TOPIC and self._on_idm is not None:
+            self._on_idm(event)
 
     async def _release_debounced(self, topic: str) -> None:
         debouncer = self._debouncers[topic]

@@ -80,20 +80,28 @@ class Hub:
     def count_from(self, remote: str) -> int:
         return self._per_remote[remote]
 
-    def start_delivering(self, session: Session, identity: Identity) -> None:
-        """(Re-)index a session under ``identity``; events appended from now on reach it."""
-        self.stop_delivering(session)
+    def start_delivering(self, session: Session, identity: Identity, *, resume: bool = False) -> None:
+        """(Re-)index a session under ``identity``; events appended from now on reach it.
+
+        ``resume``: a replay follows, which sends again what the streams still hold for the
+        session, so that is dropped instead of queued.
+        """
+        self.stop_delivering(session, keep=not resume)
         session.identity = identity
         session.subscribed = True
         if session.endpoint == EVENTS:
             self._indexed[session] = identity
             self._index(session, identity)
 
-    def stop_delivering(self, session: Session) -> None:
-        """Take the session out of its streams; what they held for it stays queued to it."""
+    def stop_delivering(self, session: Session, *, keep: bool = True) -> None:
+        """Take the session out of its streams; what they held for it stays queued to it
+        (unless not ``keep``)."""
         identity = self._indexed.pop(session, None)
         if identity is not None:
-            session.feed.keep_routed(self.log.head, identity, session.positions)
+            if keep:
+                session.feed.keep_routed(self.log.head, identity, session.positions)
+            else:
+                session.feed.forget_routed(self.log.head)
             self._unindex(session, identity)
             if session.feed.has_own:
                 session.flush_soon()
@@ -155,12 +163,20 @@ class Hub:
 
     # -- fan-out ------------------------------------------------------------------------------
 
-    def fan_out(self, topic: str, deliveries: Iterable[Delivery], event: JsonObject | None = None) -> int:
-        """Append the event to the log and its frames to its audiences' streams.
+    def fan_out(
+        self,
+        topic: str,
+        deliveries: Iterable[Delivery],
+        event: JsonObject | None = None,
+        seq: int | None = None,
+    ) -> int:
+        """Append the event to the log (at stream sequence ``seq`` with JetStream) and its frames
+        to its audiences' streams.
 
         Returns how many sessions the event's messages will reach.
         """
-        entry = self.log.append(topic, event if event is not None else {}, list(deliveries), self._clock())
+        message = event if event is not None else {}
+        entry = self.log.append(topic, message, list(deliveries), self._clock(), seq)
         reached = 0
         for seq, delivery in enumerate(entry.deliveries):
             streams = [s for a in delivery.audiences if (s := self._streams.get(a)) is not None]

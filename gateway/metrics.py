@@ -145,6 +145,12 @@ class Metrics:
             registry=r,
         )
         self.history_events = Gauge("gateway_history_events", "Events kept in the history.", registry=r)
+        self.history_available = Gauge(
+            "gateway_history_available",
+            "1 while positions are given and resumes served (0: JetStream history unreachable).",
+            registry=r,
+        )
+        self.history_available.set(1)
         self.history_age = Gauge(
             "gateway_history_age_seconds",
             "Age of the oldest event in the history (0 when empty).",

@@ -301,8 +301,9 @@ def recovered_frame(position: str, replayed: int) -> JsonObject:
     return {"@type": "recovered", "position": position, "replayed": replayed}
 
 
-def gap_frame(since: str, position: str, cause: str) -> JsonObject:
-    """What was asked cannot be replayed: the client must reload its state; live events follow."""
+def gap_frame(since: str, position: str | None, cause: str) -> JsonObject:
+    """What was asked cannot be replayed: the client must reload its state; live events follow.
+    ``position`` is null while the history is unavailable."""
     return {"@type": "gap", "since": since, "position": position, "reason": cause}
 
 

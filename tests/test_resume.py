@@ -21,10 +21,21 @@ from gateway.app import Gateway
 from gateway.delivery.log import EventLog
 from gateway.delivery.replay import Gap, Replay, replay
 from gateway.events import route
-from gateway.hub import audiences_of
+from gateway.hub import Hub, audiences_of
 from gateway.identity import Identity, Workspace
 from gateway.paths import ancestors_and_self
-from tests.helpers import COMMON, TREE, admin_publish, make_settings, recv_json, token, ws_client
+from tests.helpers import (
+    COMMON,
+    TREE,
+    admin_publish,
+    hand_session,
+    make_hub,
+    make_settings,
+    pending_frames,
+    recv_json,
+    token,
+    ws_client,
+)
 
 OTHER = {"uuid": "ws-other", "slug": "other-files", "roots": ["/ds/other"], "permissions": "rw"}
 WS_COMMON = Workspace(uuid="ws-common", slug="common-files", roots=("ds/common",), permissions="rw")
@@ -229,3 +240,45 @@ async def test_a_debounced_event_gets_its_position_when_released(nursery: trio.N
         released = await recv_json(ws)
         assert released["Target"]["Uuid"] == "n1"
         assert int(released["@position"].split(":")[1]) > int(before.split(":")[1])
+
+
+# -- the same connection, and a history that cannot give positions --------------------------
+
+
+def test_a_resume_on_the_same_connection_does_not_repeat_what_was_queued() -> None:
+    hub = make_hub()
+    session = hand_session(hub)
+    session.positions = True
+    hub.start_delivering(session, ALICE)
+    append_to(hub, deleted("a"))
+    append_to(hub, deleted("b"))  # both queued, neither written yet (no socket here)
+    since = hub.log.position(1)  # the client got "a" and resumes from it
+    hub.start_delivering(session, ALICE, resume=True)  # the replay will send "b"
+    assert pending_frames(session) == []
+    found = replay(hub.log, since, ALICE, audiences_of(ALICE))
+    assert [m["Source"]["Uuid"] for m in _messages(found)] == ["b"]
+
+
+def test_a_suspended_history_gives_no_position_and_answers_gap() -> None:
+    hub = make_hub()
+    session = hand_session(hub)
+    session.positions = True
+    hub.start_delivering(session, ALICE)
+    append_to(hub, deleted("a"))
+    since = hub.log.position()
+    hub.log.suspend("unavailable")
+    append_to(hub, deleted("b"))
+    taken = session.feed.gather(hub.log.head, ALICE, limit=1 << 20, positions=True)
+    frames = [json.loads(f[f.index(b"{") :]) for f in taken]
+    assert ["@position" in f for f in frames] == [True, False]
+    assert hub.log.current_position is None
+    assert replay(hub.log, since, ALICE, audiences_of(ALICE)) == Gap("unavailable")
+    hub.log.restart("e2", 40)  # back, at the stream's end: nothing before can be resumed
+    append_to(hub, deleted("c"), seq=42)
+    assert hub.log.position() == "e2:42"
+    assert replay(hub.log, since, ALICE, audiences_of(ALICE)) == Gap("epoch")
+    assert _messages(replay(hub.log, "e2:40", ALICE, audiences_of(ALICE)))[0]["@position"] == "e2:42"
+
+
+def append_to(hub: Hub, event: dict[str, Any], seq: int | None = None) -> None:
+    hub.fan_out(TREE, route(TREE, event, hub.covering), event, seq)

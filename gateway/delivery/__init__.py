@@ -1,7 +1,8 @@
 """Delivery: every event encoded once into a shared log, read by each session from its cursor. Pure.
 
-- ``log``      ``EventLog``: the routed events with one offset sequence per instance and epoch,
-               bounded by count and age (the history a reconnecting client resumes from)
+- ``log``      ``EventLog``: the routed events, each with this process's offset and its public
+               position (epoch, sequence: this run's, or the JetStream stream's), bounded by count
+               and age (the history a reconnecting client resumes from)
 - ``streams``  ``Stream``: the frames one audience (a workspace, a user, a role...) receives, in
                log order, shared by the sessions of that audience
 - ``feed``     ``Feed``: one session's cursor over its streams, plus the frames queued for it alone,

@@ -98,6 +98,11 @@ class Feed:
         self.streams = []
         self.cursor = head
 
+    def forget_routed(self, head: int) -> None:
+        """Leave the streams without taking what they hold (a replay will send it again)."""
+        self.streams = []
+        self.cursor = head
+
     def _take_own(self, out: list[bytes], through: int) -> int:
         own = self.own
         assert own is not None

@@ -1,15 +1,24 @@
-"""The shared log of routed events: one offset sequence per instance and epoch, across all topics.
+"""The shared log of routed events, and the positions clients resume from.
 
 Every event the dispatcher routes is appended once, with its routing (the deliveries, each with its
-message encoded when first needed). Offsets increase by one per event; the epoch names this run of
-the log, so a position of another run (another process, a restart) is recognised as such. The log
-keeps the newest ``max_entries`` events for at most ``max_age`` seconds: the history that a
+message encoded when first needed). Two numbers name an entry:
+
+- ``offset``: this process's own, increasing by one per entry; the cursors of the sessions' feeds
+  count in it, whatever the history backend.
+- ``seq``: the public half of a position ``"<epoch>:<seq>"``. With the memory backend it is the
+  offset itself and the epoch names this run of the process; with JetStream it is the sequence the
+  stream gave the message and the epoch names the stream (so every instance gives the same
+  positions). While JetStream is unreachable entries have no ``seq``: events go out without a
+  position and no position can be resumed from (``suspend``).
+
+The log keeps the newest ``max_entries`` events for at most ``max_age`` seconds: the history that a
 position can be resumed from. Pure: the caller passes the time.
 """
 
 from __future__ import annotations
 
 import secrets
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
@@ -25,7 +34,8 @@ class Entry:
     event: JsonObject  # as the bus delivered it: a replay routes it again for the identity of now
     deliveries: list[Delivery]  # as routed when it was appended
     appended_at: float
-    position: str  # "<epoch>:<offset>"
+    seq: int | None  # the public offset of its position; None while positions are suspended
+    position: str | None  # "<epoch>:<seq>"
     frames: list[bytes | None] = field(default_factory=list)
     positioned: list[bytes | None] = field(default_factory=list)  # the same with "@position"
 
@@ -36,7 +46,10 @@ class Entry:
         return self.frames[seq] or _store(self.frames, seq, self.deliveries[seq].message)
 
     def positioned_frame(self, seq: int) -> bytes:
-        """The frame with the event's ``"@position"``, for sessions that asked for positions."""
+        """The frame with the event's ``"@position"``, for sessions that asked for positions
+        (without one while positions are suspended)."""
+        if self.position is None:
+            return self.frame(seq)
         if not self.positioned:
             self.positioned = [None] * len(self.deliveries)
         message = self.deliveries[seq].message
@@ -76,14 +89,25 @@ class EventLog:
         self.max_entries = max_entries
         self.max_age = max_age
         self.head = 0  # the offset of the newest entry; 0 before the first
+        self.seq = 0  # the public offset of the newest position given
+        self.floor = 0  # the oldest public offset a resume may start after
+        self.suspended: str | None = None  # why no position is given now (a gap reason)
         self._entries: deque[Entry] = deque()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def append(self, topic: str, event: JsonObject, deliveries: list[Delivery], now: float) -> Entry:
+    def append(
+        self, topic: str, event: JsonObject, deliveries: list[Delivery], now: float, seq: int | None = None
+    ) -> Entry:
+        """Append one routed event; ``seq`` is its stream sequence (JetStream), else the next."""
         self.head += 1
-        entry = Entry(self.head, topic, event, deliveries, now, self.position(self.head))
+        if self.suspended is not None:
+            entry = Entry(self.head, topic, event, deliveries, now, None, None)
+            self.expire(now)
+            return entry
+        self.seq = self.seq + 1 if seq is None else seq
+        entry = Entry(self.head, topic, event, deliveries, now, self.seq, self.position(self.seq))
         self._entries.append(entry)
         self.expire(now)
         return entry
@@ -91,44 +115,73 @@ class EventLog:
     def expire(self, now: float) -> None:
         """Forget entries beyond the count or older than the age bound."""
         entries = self._entries
-        while len(entries) > self.max_entries:
-            entries.popleft()
         oldest = now - self.max_age
-        while entries and entries[0].appended_at < oldest:
-            entries.popleft()
+        while entries and (len(entries) > self.max_entries or entries[0].appended_at < oldest):
+            self.floor = entries.popleft().seq or self.floor
+
+    def suspend(self, reason: str) -> None:
+        """Stop giving positions (JetStream is unreachable): events go out without one, and every
+        resume is answered with a gap saying ``reason``."""
+        self.suspended = reason
+        self._entries.clear()
+
+    def restart(self, epoch: str, seq: int) -> None:
+        """Give positions again from ``seq`` on, in ``epoch``; nothing before it can be resumed
+        (what went out meanwhile had no position, so a replay could only repeat it)."""
+        self.suspended = None
+        self.epoch = epoch
+        self.seq = self.floor = seq
+        self._entries.clear()
 
     @property
-    def first(self) -> int:
-        """The oldest offset still kept (``head + 1`` when the log is empty)."""
-        return self._entries[0].offset if self._entries else self.head + 1
+    def current_position(self) -> str | None:
+        """The newest position, or None while positions are suspended."""
+        return None if self.suspended is not None else self.position()
 
-    def position(self, offset: int | None = None) -> str:
-        """``"<epoch>:<offset>"``, the form clients hold (the head by default)."""
-        return f"{self.epoch}:{self.head if offset is None else offset}"
+    def position(self, seq: int | None = None) -> str:
+        """``"<epoch>:<seq>"``, the form clients hold (the newest by default)."""
+        return f"{self.epoch}:{self.seq if seq is None else seq}"
 
     def offset_of(self, position: str) -> int:
-        """The offset of ``"<epoch>:<offset>"`` in this log; BadPosition when it cannot be resumed."""
+        """The public offset of ``"<epoch>:<seq>"``; BadPosition when it cannot be resumed from."""
         epoch, sep, digits = position.partition(":")
         if not sep or not digits.isascii() or not digits.isdigit() or len(digits) > MAX_OFFSET_DIGITS:
             raise BadPosition(MALFORMED)
+        if self.suspended is not None:
+            raise BadPosition(self.suspended)
         if epoch != self.epoch:
             raise BadPosition(OTHER_EPOCH)
-        offset = int(digits)
-        if offset > self.head:
+        seq = int(digits)
+        if seq > self.seq:
             raise BadPosition(MALFORMED)  # a position this log never gave
-        if offset + 1 < self.first:
+        if seq < self.floor:
             raise BadPosition(EXPIRED)
-        return offset
+        return seq
 
-    def after(self, offset: int) -> list[Entry] | None:
-        """Every entry after ``offset``, or None when some of them are no longer kept."""
-        if offset > self.head or offset < 0:
+    def is_ahead(self, position: str) -> bool:
+        """True for a position of this epoch past the newest given here (another instance of a
+        shared history gave it, and this one has not read that far yet)."""
+        epoch, _, digits = position.partition(":")
+        return (
+            epoch == self.epoch
+            and digits.isascii()
+            and digits.isdigit()
+            and len(digits) <= MAX_OFFSET_DIGITS
+            and int(digits) > self.seq
+        )
+
+    def after(self, seq: int) -> list[Entry] | None:
+        """Every entry after public offset ``seq``, or None when some of them are no longer kept."""
+        if seq > self.seq or seq < self.floor or self.suspended is not None:
             return None
-        if offset + 1 < self.first:
-            return None
-        start = offset + 1 - self.first
-        return [self._entries[i] for i in range(start, len(self._entries))]
+        entries = self._entries
+        start = bisect_right(entries, seq, key=_seq)
+        return [entries[i] for i in range(start, len(entries))]
 
     @property
     def oldest_appended_at(self) -> float | None:
         return self._entries[0].appended_at if self._entries else None
+
+
+def _seq(entry: Entry) -> int:
+    return entry.seq or 0

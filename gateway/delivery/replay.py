@@ -44,19 +44,19 @@ def replay(log: EventLog, since: str, identity: Identity, audiences: list[Audien
     messages: list[JsonObject] = []
     position = since
     for entry in entries:
-        found = _messages_for(entry, identity, mine, covering)
+        found = _messages_for(log, entry, identity, mine, covering)
         if found:
             messages += found
-            position = entry.position
+            position = log.position(entry.seq)
     return Replay(messages, position)
 
 
 def _messages_for(
-    entry: Entry, identity: Identity, mine: set[Audience], covering: _IdentityCovering
+    log: EventLog, entry: Entry, identity: Identity, mine: set[Audience], covering: _IdentityCovering
 ) -> list[JsonObject]:
     deliveries = route(entry.topic, entry.event, covering)
     return [
-        with_position(d.message, entry.position)
+        with_position(d.message, log.position(entry.seq))
         for d in deliveries
         if mine.intersection(d.audiences) and (d.allow is None or d.allow(identity))
     ]

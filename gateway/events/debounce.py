@@ -13,6 +13,7 @@ Memory is bounded: past ``max_pending`` nodes the oldest batch is released early
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
@@ -57,16 +58,18 @@ class Debouncer:
         self.quiet = quiet
         self.max_pending = max_pending
         self._batches: OrderedDict[str, _Batch] = OrderedDict()  # deadline order
+        self.released_keys: list[str] = []  # the batches the last ``add`` released, in order
 
     def __len__(self) -> int:
         return len(self._batches)
 
     def add(self, event: JsonObject, now: float) -> list[JsonObject]:
         """Take one event; return the events to route now, in order."""
+        self.released_keys = []
         kind = event_type(event)
         if kind == READ or kind not in EVENT_TYPES:
             return [event]  # never routed anywhere: no reason to cut a batch short
-        key = self._debounce_key(event)
+        key = self.key_of(event)
         if key is None:
             return [*self._release_for(event), event]
         batch = self._batches.pop(key, None)
@@ -78,7 +81,9 @@ class Debouncer:
             self._batches[key] = batch
         released = []
         while len(self._batches) > self.max_pending:
-            released.append(self._batches.popitem(last=False)[1].event())
+            oldest, batch = self._batches.popitem(last=False)
+            self.released_keys.append(oldest)
+            released.append(batch.event())
         return released
 
     def due(self, now: float) -> list[JsonObject]:
@@ -97,13 +102,42 @@ class Debouncer:
             return None
         return next(iter(self._batches.values())).deadline
 
+    # -- for a history shared by several instances (gateway.history.sequencer) ---------------
+
+    def due_keys(self, now: float) -> list[str]:
+        """The keys of the batches whose quiet period is over, without releasing them."""
+        keys = []
+        for key, batch in self._batches.items():
+            if batch.deadline > now:
+                break
+            keys.append(key)
+        return keys
+
+    def peek(self, key: str) -> JsonObject | None:
+        """What batch ``key`` would release now, leaving it pending (a copy: later merges change
+        the batch, never what was peeked)."""
+        batch = self._batches.get(key)
+        return copy.deepcopy(batch.event()) if batch is not None else None
+
+    def pop(self, key: str) -> JsonObject | None:
+        """Release batch ``key`` now, out of turn."""
+        batch = self._batches.pop(key, None)
+        return batch.event() if batch is not None else None
+
+    def postpone(self, key: str, now: float) -> None:
+        """Give batch ``key`` another quiet period (it stays last in deadline order)."""
+        batch = self._batches.pop(key)
+        batch.deadline = now + self.quiet
+        self._batches[key] = batch
+
     def flush(self) -> list[JsonObject]:
         """Release everything (shutdown)."""
         released = [b.event() for b in self._batches.values()]
         self._batches.clear()
         return released
 
-    def _debounce_key(self, event: JsonObject) -> str | None:
+    def key_of(self, event: JsonObject) -> str | None:
+        """The batch an event joins, or None when it is sent at once."""
         if self.quiet <= 0 or event_type(event) not in DEBOUNCED_TYPES:
             return None
         target = node_of(event, "Target")
@@ -116,6 +150,7 @@ class Debouncer:
             node = node_of(event, key)
             uuid = node.get("Uuid") if node else None
             if isinstance(uuid, str) and (batch := self._batches.pop(uuid, None)):
+                self.released_keys.append(uuid)
                 released.append(batch.event())
         return released
 

@@ -1,0 +1,6 @@
+"""History kept in a JetStream stream, shared by several instances (``history_backend = "jetstream"``).
+
+- ``records``    release records: how instances agree on what a debounce released (pure)
+- ``sequencer``  what the stream delivers, at which sequence: the same on every instance and in
+                 every replay (pure)
+"""

@@ -1,0 +1,114 @@
+"""What the JetStream history delivers, and at which stream sequence. Pure: no I/O, no clock.
+
+Every instance reads the same stream in the same order and runs this state machine over it, so
+every instance delivers the same events at the same positions, and a replay reproduces them:
+
+- A raw message delivers at most one event, at its own sequence: an event of a topic without
+  debounce, or a tree event sent at once (DELETE, UPDATE_PATH, ...) when no batch of its node
+  waits. A debounced tree event joins its node's batch and delivers nothing.
+- A release record (``gateway.history.records``) delivers exactly one event, at the record's
+  sequence: a batch whose quiet period ended, or an event that a raw message released out of turn.
+- When a raw message releases several events at once (an immediate event for a node whose batch
+  waits: the batch first, then the event; a batch released early because too many wait), those
+  events are not delivered at that message's sequence, which could carry only one of them: each
+  gets a record ``@<seq>.<n>``, published in order, delivered where it lands.
+
+Hence positions strictly increase for every session, whatever the debounce did; the merges are
+those of the instance whose record the stream kept first, which every other instance adopts (a
+record for a batch that got newer events meanwhile releases what it carries, and the batch goes
+on with everything, so nothing is lost; its next release repeats older fields).
+
+The caller publishes ``outbox()`` records (deduplicated by the stream) and tells ``due`` the time.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.events.debounce import Debouncer
+from gateway.events.model import JsonObject
+from gateway.history.records import Release
+from gateway.topics import TREE_TOPICS
+
+# Releases remembered to ignore a record that came twice (past the stream's duplicate window).
+REMEMBERED: Final = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    seq: int
+    topic: str
+    event: JsonObject
+
+
+class Sequencer:
+    def __init__(self, quiet: float, max_pending: int) -> None:
+        self._debouncers = {topic: Debouncer(quiet, max_pending) for topic in TREE_TOPICS}
+        self._last: dict[tuple[str, str], int] = {}  # (topic, batch key) -> newest raw seq merged
+        self._released: OrderedDict[tuple[str, str], int] = OrderedDict()  # -> released through
+        self._outbox: dict[str, Release] = {}  # msg id -> record to publish, in order
+
+    def pending(self) -> int:
+        return sum(len(d) for d in self._debouncers.values())
+
+    def raw(self, seq: int, topic: str, event: JsonObject, now: float) -> list[Delivered]:
+        """A platform message at ``seq``: what it delivers there (nothing, or one event)."""
+        debouncer = self._debouncers.get(topic)
+        if debouncer is None:
+            return [Delivered(seq, topic, event)]
+        key = debouncer.key_of(event)
+        released = debouncer.add(event, now)
+        if key is not None:
+            self._last[(topic, key)] = seq
+        elif released == [event]:
+            return [Delivered(seq, topic, event)]
+        for batch_key in debouncer.released_keys:  # a record of theirs may still come: ignore it
+            self._remember((topic, batch_key), self._last.pop((topic, batch_key), seq))
+        for n, out in enumerate(released):
+            self._defer(Release(topic, f"@{seq}.{n}", seq, out))
+        return []
+
+    def record(self, seq: int, release: Release) -> list[Delivered]:
+        """A release record at ``seq``: the event it carries, unless it was delivered already."""
+        self._outbox.pop(release.msg_id, None)
+        done = (release.topic, release.key)
+        if self._released.get(done, -1) >= release.last:
+            return []
+        self._remember(done, release.last)
+        debouncer = self._debouncers.get(release.topic)
+        batch = debouncer is not None and not release.key.startswith("@")
+        # The batch goes with its record unless it merged newer events meanwhile (then it stays).
+        if batch and self._last.get(done, -1) <= release.last:
+            assert debouncer is not None
+            if debouncer.pop(release.key) is not None:
+                del self._last[done]
+        return [Delivered(seq, release.topic, release.event)]
+
+    def due(self, now: float) -> None:
+        """Queue a record for every batch whose quiet period is over (again after another quiet
+        period if its record has not come back: the stream keeps one of them)."""
+        for topic, debouncer in self._debouncers.items():
+            for key in debouncer.due_keys(now):
+                event = debouncer.peek(key)
+                assert event is not None
+                self._defer(Release(topic, key, self._last[(topic, key)], event))
+                debouncer.postpone(key, now)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for x in self._debouncers.values() if (d := x.next_deadline()) is not None]
+        return min(deadlines, default=None)
+
+    def outbox(self) -> list[Release]:
+        """Records to publish, oldest first; each leaves when it comes back through the stream."""
+        return list(self._outbox.values())
+
+    def _defer(self, release: Release) -> None:
+        self._outbox[release.msg_id] = release
+
+    def _remember(self, done: tuple[str, str], last: int) -> None:
+        self._released[done] = last
+        self._released.move_to_end(done)
+        while len(self._released) > REMEMBERED:
+            self._released.popitem(last=False)
