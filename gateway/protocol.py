@@ -77,6 +77,7 @@ class ErrorCode(StrEnum):
     POST_RATE_LIMITED = "post_rate_limited"
     NODE_ROOMS_DISABLED = "node_rooms_disabled"
     NODE_CHECK_UNAVAILABLE = "node_check_unavailable"
+    NODE_CHECK_RATE_LIMITED = "node_check_rate_limited"
     STORE_UNAVAILABLE = "store_unavailable"
 
 
