@@ -25,7 +25,14 @@ from gateway.bus.nats.bus import NatsBus
 from gateway.bus.nats.servers import cells_subject_prefix
 from gateway.cells.codec import CellsCodec
 from gateway.chat import migrate
-from gateway.chat.access import CellsNodeAccess, HttpNodeAccess, NodeAccess, NodeRoomsDisabled, OpenNodeAccess
+from gateway.chat.access import (
+    CellsNodeAccess,
+    HttpNodeAccess,
+    NodeAccess,
+    NodeCheckRates,
+    NodeRoomsDisabled,
+    OpenNodeAccess,
+)
 from gateway.chat.service import ChatService
 from gateway.chat.store import ChatStore
 from gateway.commands import Commands
@@ -137,10 +144,11 @@ def make_node_access(settings: Settings, http: HttpClient | None, cells: CellsAp
     if settings.node_check_url and settings.node_check_open:
         raise ConfigError("set node_check_url or node_check_open, not both")
     fallback: NodeAccess = NodeRoomsDisabled()
+    rates = NodeCheckRates(settings.node_checks_per_second, settings.node_check_burst)
     if settings.node_check_url:
         assert http is not None
         fallback = HttpNodeAccess(
-            settings.node_check_url, http, cache_seconds=settings.node_check_cache_seconds
+            settings.node_check_url, http, rates=rates, cache_seconds=settings.node_check_cache_seconds
         )
     elif settings.node_check_open:
         log.warning("node_check_open is set: every user may open every NODE room (development only)")
@@ -149,7 +157,12 @@ def make_node_access(settings: Settings, http: HttpClient | None, cells: CellsAp
         return fallback
     assert http is not None and settings.cells_url is not None
     return CellsNodeAccess(
-        settings.cells_url, cells.version, http, fallback, cache_seconds=settings.node_check_cache_seconds
+        settings.cells_url,
+        cells.version,
+        http,
+        fallback,
+        rates=rates,
+        cache_seconds=settings.node_check_cache_seconds,
     )
 
 

@@ -77,6 +77,7 @@ class ErrorCode(StrEnum):
     POST_RATE_LIMITED = "post_rate_limited"
     NODE_ROOMS_DISABLED = "node_rooms_disabled"
     NODE_CHECK_UNAVAILABLE = "node_check_unavailable"
+    NODE_CHECK_RATE_LIMITED = "node_check_rate_limited"
     STORE_UNAVAILABLE = "store_unavailable"
 
 
@@ -174,7 +175,7 @@ def decode_frame(data: str | bytes, max_bytes: int) -> JsonObject:
         obj = json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"message is not valid JSON: {_short(exc)}") from None
-    if _SURROGATE_ESCAPE.search(data) and _has_lone_surrogate(obj):
+    if _SURROGATE_ESCAPE.search(data) and has_lone_surrogate(obj):
         # "\ud800" is valid JSON, but no UTF-8 text can hold the character it makes (RFC 8259 8.2):
         # refused here, it cannot fail later when stored, hashed or sent back.
         raise ProtocolError(
@@ -191,8 +192,12 @@ def decode_frame(data: str | bytes, max_bytes: int) -> JsonObject:
 _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _has_lone_surrogate(obj: object) -> bool:
-    """True when a string (key or value) anywhere in a decoded JSON value is not valid Unicode text."""
+def has_lone_surrogate(obj: object) -> bool:
+    """True when a string (key or value) anywhere in a decoded JSON value is not valid Unicode text.
+
+    JSON may spell one (``"\\ud800"``), but no UTF-8 text can carry it: whatever holds one must be
+    refused where it enters (a frame, a token's claims, a published event), or it fails later.
+    """
     pending = [obj]
     while pending:
         item = pending.pop()

@@ -76,6 +76,26 @@ class RateLimiter:
         return False
 
 
+class RateLimiters:
+    """One :class:`RateLimiter` per key (a user), kept across sessions (a new session must not bring
+    a fresh burst) in a bounded LRU: past ``max_keys``, the least recently seen key is forgotten."""
+
+    __slots__ = ("_limiters", "burst", "max_keys", "rate")
+
+    def __init__(self, rate: float, burst: int, max_keys: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._limiters: dict[str, RateLimiter] = {}
+
+    def allow(self, key: str, now: float) -> bool:
+        limiter = self._limiters.pop(key, None) or RateLimiter(self.rate, self.burst, now)
+        self._limiters[key] = limiter
+        while len(self._limiters) > self.max_keys:
+            del self._limiters[next(iter(self._limiters))]
+        return limiter.allow(now)
+
+
 _ids = itertools.count(1)
 
 

@@ -12,7 +12,7 @@ import trio
 
 from gateway.admin.requests import PublishError, parse_publish_body
 from gateway.app import Gateway
-from tests.helpers import TREE, admin_publish, http_request, make_settings
+from tests.helpers import TREE, admin_publish, http_request, make_settings, recv_json, token, ws_client
 
 
 @pytest.fixture
@@ -120,6 +120,12 @@ async def test_admin_keep_alive_serves_several_requests(gateway: Gateway) -> Non
         (b'{"events": {}}', "non-empty list"),
         (b'{"events": [1]}', "events[0] must be an object"),
         (b'{"events": [], "topic": "x"}', 'only the "events" field'),
+        (b'{"topic": "topic.pydio.tree.nodes.changes", "event": {"Path": "a\\ud800"}}', "unpaired surrogate"),
+        (b'{"topic": "topic.pydio.tree.nodes.changes", "event": {"\\udc00": 1}}', "unpaired surrogate"),
+        (
+            b'{"topic": "topic.pydio.tree.nodes.changes", "event": {"Path": "\xed\xa0\x80"}}',
+            "unpaired surrogate",
+        ),
     ],
 )
 def test_parse_publish_body_refusals(body: bytes, fragment: str) -> None:
@@ -149,3 +155,19 @@ async def test_admin_idle_connection_closed_quietly(
                 received += chunk
     assert received.count(b"HTTP/1.1 200") == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_admin_publish_of_a_lone_surrogate_refused_400(gateway: Gateway) -> None:
+    # It was answered 202, then dropped for everyone: no frame can carry such a path.
+    node = {"Uuid": "n-1", "Path": "/ds/common/a\ud800.txt"}  # json.dumps spells it "\\ud800"
+    fine = {"topic": TREE, "event": {"Type": "DELETE", "Source": {"Uuid": "n-2", "Path": "/ds/common/b.txt"}}}
+    async with ws_client(f"ws://127.0.0.1:{gateway.ws_port}/ws") as ws:
+        await ws.send_message(json.dumps({"@type": "subscribe", "jwt": token()}))
+        assert (await recv_json(ws))["@type"] == "subscribed"
+        status, answer = await admin_publish(
+            gateway.admin_port, {"events": [fine, {"topic": TREE, "event": {"Target": node}}]}
+        )
+        assert (status, answer["error"]) == (400, "bad_request") and "surrogate" in answer["message"]
+        assert await admin_publish(gateway.admin_port, fine) == (202, {"published": 1})
+        assert (await recv_json(ws))["Source"]["Path"] == "common-files/b.txt"  # the batch published nothing
+    assert gateway.metrics.registry.get_sample_value("gateway_events_received_total", {"topic": TREE}) == 1

@@ -241,6 +241,16 @@ def test_json_codec_refuses_what_is_not_an_object(data: bytes) -> None:
         JsonCodec().decode(TREE_TOPIC, data)
 
 
+@pytest.mark.parametrize(
+    "data", [rb'{"Target": {"Path": "/ds/a\ud800"}}', rb'{"\uDFFF": 1}', b'{"Path": "\xed\xa0\x80"}']
+)
+def test_json_codec_refuses_a_lone_surrogate(data: bytes) -> None:
+    # Such an event could be sent to nobody: refused (and counted) as a bad event, not a route error.
+    with pytest.raises(BadEvent):
+        JsonCodec().decode(TREE_TOPIC, data)
+    assert JsonCodec().decode(TREE_TOPIC, rb'{"Path": "\ud83d\ude00"}') == {"Path": "\U0001f600"}
+
+
 # -- generated code matches the schema ----------------------------------------------------------
 
 

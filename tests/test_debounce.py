@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.events.debounce import Debouncer
+from gateway.events.tree import DEBOUNCED_TYPES
+from gateway.identity.claims import identity_from_claims
+from gateway.paths import normalize
+from tests.helpers import TREE, fixed_cases
+from tests.routing import messages_for
 
 Json = dict[str, Any]
 QUIET = 1.0
+DEBOUNCED = sorted(DEBOUNCED_TYPES)
+WS_A = {"uuid": "ws-a", "slug": "team-a", "roots": ["/ds/a"], "permissions": "rw"}
+
+
+def normalize_or_none(path: str | None) -> str | None:
+    return normalize(path) if path else None
 
 
 def target(uuid: str = "n-1", path: str | None = "/ds/common/a.txt", **fields: Any) -> Json:
@@ -99,7 +113,7 @@ def test_debounce_merge_target_fields() -> None:
     first = event(Type="LEAF", Etag="e1", Size="1", MTime="100", MetaStore={"name": '"a"', "keep": "1"})
     later = event(
         "UPDATE_CONTENT",
-        path="/ds/common/moved.txt",
+        path="ds/common//a.txt/",  # the same path, written otherwise
         Etag="e2",
         Size="2",
         MTime="200",
@@ -130,13 +144,65 @@ def test_debounce_merge_type_field_laid_over() -> None:
     assert merged["Target"]["Type"] == "COLLECTION"
 
 
-def test_debounce_merge_path_fills_a_gap() -> None:
+def test_debounce_other_path_releases_the_waiting_batch_first() -> None:
     debouncer = Debouncer(QUIET, max_pending=10)
-    debouncer.add(event(path=None), now=0.0)
-    debouncer.add(event("UPDATE_CONTENT", path="/ds/common/late.txt"), now=0.0)
-    debouncer.add(event("UPDATE_CONTENT", path="/ds/common/later.txt"), now=0.0)
-    [merged] = debouncer.flush()
-    assert merged["Target"]["Path"] == "/ds/common/late.txt"
+    assert debouncer.add(event(path=None, Etag="e0"), now=0.0) == []
+    [pathless] = debouncer.add(event("UPDATE_CONTENT", path="/ds/a/x", Etag="e1"), now=0.1)
+    assert pathless == {"Target": target(path=None, Etag="e0", MetaStore={})}  # routed nowhere, alone
+    assert debouncer.add(event("UPDATE_META", path="/ds/a/x", Size="1"), now=0.2) == []
+    [first] = debouncer.add(event("UPDATE_META", path="/ds/b/x", Etag="e2"), now=0.3)
+    assert first == {
+        "Type": "UPDATE_CONTENT",
+        "Target": target(path="/ds/a/x", Etag="e1", Size="1", MetaStore={}),
+    }
+    assert debouncer.next_deadline() == pytest.approx(1.3)  # the new batch's own quiet period
+    assert debouncer.due(1.3) == [
+        {"Type": "UPDATE_META", "Target": target(path="/ds/b/x", Etag="e2", MetaStore={})}
+    ]
+
+
+def test_debounce_never_merges_across_workspaces() -> None:
+    # The adversarial finding: the same node uuid in workspace A, then in B, within the quiet
+    # period. alice (a member of A only) received bob's name, Etag, Size and tags.
+    alice = identity_from_claims({"name": "alice", "workspaces": [WS_A]})
+    in_a = event(path="/ds/a/report.txt", Etag="alice-etag", Size="10", MetaStore={"name": '"report.txt"'})
+    in_b = event("UPDATE_META", path="/ds/b/salaries.txt", Etag="bob-etag", Size="99",
+                 MetaStore={"name": '"salaries.txt"', "usermeta-tags": '"bob,secret"'})  # fmt: skip
+    debouncer = Debouncer(QUIET, max_pending=10)
+    released = debouncer.add(in_a, now=0.0) + debouncer.add(in_b, now=0.5) + debouncer.due(10.0)
+    seen = [m for e in released for m in messages_for(TREE, e, alice)]
+    assert len(seen) == 1
+    assert seen[0]["Target"]["Etag"] == "alice-etag" and seen[0]["Target"]["Size"] == "10"
+    text = json.dumps(seen)
+    assert not any(secret in text for secret in ("bob", "salaries", "99"))
+
+
+_PATHS = ("/ds/a/x", "/ds/b/x", "ds/a/x/", None)
+
+
+@given(st.lists(st.tuples(st.sampled_from(_PATHS), st.sampled_from(DEBOUNCED), st.floats(0, 3)), max_size=30))
+@fixed_cases(300)
+def test_debounce_property_metadata_stays_on_its_path_and_in_order(
+    steps: list[tuple[str | None, str, float]],
+) -> None:
+    """Every released Target carries only fields of events at its own path, and events leave in order."""
+    debouncer = Debouncer(QUIET, max_pending=3)
+    released: list[Json] = []
+    now = 0.0
+    for i, (path, kind, wait) in enumerate(steps):
+        now += wait
+        released += debouncer.due(now)
+        released += debouncer.add(event(kind, path=path, Etag=f"e{i}", MetaStore={f"m{i}": "1"}), now)
+    released += debouncer.flush()
+    order = []
+    for out in released:
+        sources = {int(key[1:]) for key in out["Target"]["MetaStore"]}
+        assert {normalize_or_none(steps[i][0]) for i in sources} == {
+            normalize_or_none(out["Target"].get("Path"))
+        }
+        assert int(out["Target"]["Etag"][1:]) in sources
+        order += sorted(sources)
+    assert order == list(range(len(steps)))  # each event exactly once, in order
 
 
 def test_debounce_merge_empty_fields_do_not_erase() -> None:

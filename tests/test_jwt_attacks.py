@@ -167,6 +167,11 @@ RSA_ATTACKS: dict[str, Attack] = {
     "exp_numeric_string": (lambda k, a: rs256(k, claims(exp=str(int(time.time()) + 3600))),
                            "token_claims", "'exp'"),
     "exp_beyond_any_clock": (lambda k, a: rs256(k, claims(exp=10**400)), "token_claims", "'exp'"),
+    # JSON may spell a lone surrogate ("\ud800"); no reply naming the user could be sent (was 1011).
+    "name_with_lone_surrogate": (lambda k, a: rs256(k, claims(name="alice\ud800")), "token_claims",
+                                 "surrogate"),
+    "display_name_with_lone_surrogate": (lambda k, a: rs256(k, claims(displayName="\udfff")), "token_claims",
+                                         "surrogate"),
     "no_name": (lambda k, a: rs256(k, claims(name=None)), "token_claims", "'name'"),
     "profile_escalation": (lambda k, a: rs256(k, claims(profile="root")), "token_claims", "'profile'"),
     "root_escape_in_workspaces": (

@@ -1,7 +1,8 @@
 """HTTP/1.1 for the admin listener, on h11: requests read within limits, responses written.
 
 Connections are time-boxed and bodies bounded, so the admin port cannot be used to exhaust the
-process; keep-alive connections are served one request after the other.
+process; keep-alive connections are served one request after the other, and tell their slot when
+they wait for a request (and may then be closed for a new connection) and when they serve one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any, Final
 
 import h11
 import trio
+
+from gateway.admin.slots import Slot
 
 MAX_HEADER_BYTES: Final = 16 * 1024
 REQUEST_TIMEOUT: Final = 10.0
@@ -51,15 +54,16 @@ def _too_large(limit: int) -> Response:
     return error_response(413, "body_too_large", f"request body over {limit} bytes")
 
 
-async def serve_http(stream: trio.SocketStream, dispatch: Handler, max_body: int) -> None:
+async def serve_http(stream: trio.SocketStream, dispatch: Handler, max_body: int, slot: Slot) -> None:
     """Serve one connection's requests, one after the other, until it closes or idles out."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     while True:
         # Only reading the request is time-boxed: a publish is bounded by publish_timeout,
         # and must always get its answer (with the count published) once it has started.
         received: Request | Response | None = None
+        slot.idle()
         with trio.move_on_after(REQUEST_TIMEOUT):
-            received = await _next_request(conn, stream, max_body)
+            received = await _next_request(conn, stream, max_body, slot)
         if received is None:
             return  # idle, too slow, or closed by the client
         response = received if isinstance(received, Response) else await dispatch(received)
@@ -70,7 +74,7 @@ async def serve_http(stream: trio.SocketStream, dispatch: Handler, max_body: int
 
 
 async def _next_request(
-    conn: h11.Connection, stream: trio.SocketStream, max_body: int
+    conn: h11.Connection, stream: trio.SocketStream, max_body: int, slot: Slot
 ) -> Request | Response | None:
     """The next request, an error response for a malformed or oversized one, or None at EOF."""
     try:
@@ -80,6 +84,7 @@ async def _next_request(
     if not isinstance(head, h11.Request):
         return None  # the client closed between requests
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
+    slot.serving(headers)
     length = headers.get("content-length", "0")
     if length.isdigit() and int(length) > max_body:
         return _too_large(max_body)

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from gateway.identity.claims import identity_from_claims
 from gateway.identity.model import PROFILES
-from gateway.protocol import AuthError
+from gateway.protocol import AuthError, has_lone_surrogate
 from gateway.topics import PUBLISHABLE_TOPICS
 
 TOKEN_DEFAULT_TTL: Final = 3600
@@ -35,6 +35,8 @@ def parse_publish_body(body: bytes, max_batch: int) -> list[tuple[str, dict[str,
         raise PublishError("body is not valid JSON") from None
     if not isinstance(doc, dict):
         raise PublishError("body must be a JSON object")
+    if has_lone_surrogate(doc):  # accepted, it could be sent to nobody: refused before it is published
+        raise PublishError("body holds an unpaired surrogate escape (\\ud800-\\udfff)")
     if "events" in doc:
         if set(doc) != {"events"}:
             raise PublishError('a batch body has only the "events" field')

@@ -1,9 +1,10 @@
 """The admin listener: health, readiness, metrics, the publish API, the token endpoint, the playground.
 
 Default bind is loopback. ``POST /api/v1/publish`` and ``POST /api/v1/token`` require
-``Authorization: Bearer <admin key>`` (compared in constant time); their number of connections is
-capped. ``GET /`` serves the playground page: it holds no secret, so it is open; the operator pastes
-the admin key into it.
+``Authorization: Bearer <admin key>`` (compared in constant time). Open connections are capped, and
+idle ones give way to new ones (``slots``), so a request with the key always finds a slot.
+``GET /`` serves the playground page: it holds no secret, so it is open; the operator pastes the
+admin key into it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Final
 
 import h11
 import trio
@@ -22,6 +22,7 @@ import trio
 from gateway.admin.http import Handler, Request, Response, error_response, json_response, serve_http
 from gateway.admin.playground import PLAYGROUND_FILES, playground_asset, playground_csp, specific_host
 from gateway.admin.requests import PublishError, TokenRequestError, parse_publish_body, parse_token_body
+from gateway.admin.slots import MAX_CONNECTIONS, ConnectionSlots
 from gateway.bus.base import Bus, BusError
 from gateway.config import Settings, parse_host_port
 from gateway.identity.mint import mint_token
@@ -29,8 +30,6 @@ from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
 
 log = logging.getLogger("gateway.admin")
-
-MAX_CONNECTIONS: Final = 64
 
 
 class AdminServer:
@@ -49,7 +48,7 @@ class AdminServer:
         self.is_ready = is_ready
         self.ws_ports = ws_ports  # the WebSocket listener's bound ports, for the playground
         self.ports: list[int] = []
-        self._slots = trio.Semaphore(MAX_CONNECTIONS)
+        self.slots = ConnectionSlots(MAX_CONNECTIONS, self._keyed)
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): self._readyz,
@@ -71,19 +70,19 @@ class AdminServer:
     # -- HTTP plumbing ----------------------------------------------------------------------
 
     async def _serve(self, stream: trio.SocketStream) -> None:
-        try:
-            self._slots.acquire_nowait()
-        except trio.WouldBlock:
+        slot = self.slots.open()
+        if slot is None:  # every connection serves a request with the admin key
             await trio.aclose_forcefully(stream)
             return
         try:
-            await serve_http(stream, self._dispatch, self.settings.admin_max_body)
+            with slot.scope:
+                await serve_http(stream, self._dispatch, self.settings.admin_max_body, slot)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
             pass
         except Exception:
             log.exception("admin connection failed")
         finally:
-            self._slots.release()
+            slot.release()
             await trio.aclose_forcefully(stream)
 
     async def _dispatch(self, request: Request) -> Response:
@@ -214,8 +213,11 @@ class AdminServer:
         return self.settings.dev and self.settings.identity == "jwt" and bool(self.settings.jwt_secret)
 
     def _authorized(self, request: Request) -> bool:
+        return self._keyed(request.headers)
+
+    def _keyed(self, headers: Mapping[str, str]) -> bool:
         key = self.settings.admin_key
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        scheme, _, token = headers.get("authorization", "").partition(" ")
         if not key or scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(token.strip().encode(), key.encode())

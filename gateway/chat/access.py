@@ -3,28 +3,32 @@
 
 A :class:`NodeAccess` check: the HTTP callback to the platform (Cells v5's own
 ``/a/n/node/{uuid}`` with ``identity = "cells"``), or, for development only, ``open``; without
-either, NODE rooms are refused.
+either, NODE rooms are refused. The questions sent to the platform are bounded per user
+(:class:`NodeCheckRates`): every JOIN of a fresh node would otherwise cost one outbound request.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 from urllib.parse import quote
+
+import trio
 
 from gateway.chat.protocol import NODE, RoomRef
 from gateway.chat.rules import Grant, forbidden, room_grant
 from gateway.httpclient import HttpClient, HttpError
 from gateway.identity import Identity
 from gateway.protocol import ErrorCode, ProtocolError
+from gateway.session import RateLimiters
 
 log = logging.getLogger("gateway.chat")
 
 CACHE_SIZE: Final = 10000
+MAX_USERS: Final = 10000  # users whose node-check rate is remembered (least recently asking dropped)
 
 
 class NodeAccess(Protocol):
@@ -50,13 +54,28 @@ class OpenNodeAccess:
         return True
 
 
+class NodeCheckRates:
+    """Node-access questions sent to the platform per user: ``rate`` per second sustained, ``burst``
+    at once; over that, ``node_check_rate_limited`` (the session goes on). Answers from the cache
+    cost nothing. One instance is shared by every check that asks the platform."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rates = RateLimiters(rate, burst, MAX_USERS)
+
+    def check(self, user: str, now: float) -> None:
+        if not self._rates.allow(user, now):
+            raise ProtocolError(
+                ErrorCode.NODE_CHECK_RATE_LIMITED, "too many rooms of new nodes opened; slow down"
+            )
+
+
 class HttpNodeAccess:
     """Asks the platform: ``GET <url with {uuid}>`` with the user's own token.
 
     2xx means allowed; 401, 403 and 404 mean refused; anything else (or no answer in time) means
-    the check is unavailable and is not cached. Answers are cached per (user, node) for
-    ``cache_seconds``, in a bounded LRU. In cells identity mode on Cells v5 the URL is Cells' own
-    ``/a/n/node/{uuid}``.
+    the check is unavailable and is not cached. Answers, refusals included, are cached per (user,
+    node) for ``cache_seconds``, in a bounded LRU; questions the cache cannot answer are bounded by
+    ``rates``. In cells identity mode on Cells v5 the URL is Cells' own ``/a/n/node/{uuid}``.
     """
 
     def __init__(
@@ -64,13 +83,15 @@ class HttpNodeAccess:
         url_template: str,
         http: HttpClient,
         *,
+        rates: NodeCheckRates,
         cache_seconds: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = trio.current_time,
     ) -> None:
         if "{uuid}" not in url_template:
             raise ValueError("node_check_url must contain {uuid}")
         self.url_template = url_template
         self._http = http
+        self._rates = rates
         self._ttl = cache_seconds
         self._clock = clock
         self._cache: OrderedDict[tuple[str, str], tuple[bool, float]] = OrderedDict()
@@ -81,6 +102,7 @@ class HttpNodeAccess:
         if cached is not None and cached[1] > self._clock():
             self._cache.move_to_end(key)
             return cached[0]
+        self._rates.check(identity.sub, self._clock())
         answer = await self._ask(token, node_uuid)
         self._cache[key] = (answer, self._clock() + self._ttl)
         self._cache.move_to_end(key)
@@ -120,10 +142,11 @@ class CellsNodeAccess:
         http: HttpClient,
         fallback: NodeAccess,
         *,
+        rates: NodeCheckRates,
         cache_seconds: float,
     ) -> None:
         route = cells_url.rstrip("/") + CELLS_NODE_ROUTE
-        self._rest = HttpNodeAccess(route, http, cache_seconds=cache_seconds)
+        self._rest = HttpNodeAccess(route, http, rates=rates, cache_seconds=cache_seconds)
         self._version = version
         self._fallback = fallback
         self._chosen: NodeAccess | None = None

@@ -7,7 +7,7 @@ from typing import Final
 import nh3
 
 from gateway.protocol import ErrorCode, ProtocolError
-from gateway.session import RateLimiter
+from gateway.session import RateLimiters
 
 MAX_USERS: Final = 10000  # users whose post rate is remembered (least recently posting dropped)
 
@@ -27,14 +27,8 @@ class PostRates:
     session must not bring a fresh burst), in a bounded LRU."""
 
     def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._limiters: dict[str, RateLimiter] = {}
+        self._rates = RateLimiters(rate, burst, MAX_USERS)
 
     def check(self, user: str, now: float) -> None:
-        limiter = self._limiters.pop(user, None) or RateLimiter(self.rate, self.burst, now)
-        self._limiters[user] = limiter
-        while len(self._limiters) > MAX_USERS:
-            del self._limiters[next(iter(self._limiters))]
-        if not limiter.allow(now):
+        if not self._rates.allow(user, now):
             raise ProtocolError(ErrorCode.POST_RATE_LIMITED, "too many posts; slow down")

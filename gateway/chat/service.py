@@ -100,7 +100,7 @@ class ChatService:
             try:
                 await check_room(identity, session.token, joined.ref, self.nodes)
             except ProtocolError as err:
-                if err.code == ErrorCode.NODE_CHECK_UNAVAILABLE:
+                if err.code in (ErrorCode.NODE_CHECK_UNAVAILABLE, ErrorCode.NODE_CHECK_RATE_LIMITED):
                     continue  # nobody can tell now: keep the room until someone can
                 self.rooms.detach(session, room_uuid)
                 self.presence.depart(room_uuid, identity.user)

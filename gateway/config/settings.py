@@ -134,6 +134,8 @@ class Settings:
     )
     node_check_open: bool = setting(False, "development only: open every NODE room to every user")
     node_check_cache_seconds: float = setting(30.0, "seconds a node-access answer is cached")
+    node_checks_per_second: float = setting(1.0, "node-access checks sent per second per user (sustained)")
+    node_check_burst: int = setting(10, "node-access checks one user may cause in a burst")
     # Logs
     log_level: str = setting("info", "debug, info, warning or error")
     log_format: str = setting("auto", "json, text, or auto (text on a terminal, JSON otherwise)")

@@ -8,9 +8,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+import re
+from typing import Any, Final, Protocol
+
+from gateway.protocol import has_lone_surrogate
 
 JsonObject = dict[str, Any]
+
+# A surrogate spelled as a JSON escape, or encoded in the bytes (json.loads decodes those with
+# "surrogatepass"): only then is the decoded event walked.
+_SURROGATE: Final = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 class BadEvent(ValueError):
@@ -33,4 +40,6 @@ class JsonCodec:
             raise BadEvent("not valid JSON") from None
         if not isinstance(event, dict):
             raise BadEvent("not a JSON object")
+        if _SURROGATE.search(payload) and has_lone_surrogate(event):
+            raise BadEvent("holds an unpaired surrogate escape (\\ud800-\\udfff), which no frame can carry")
         return event

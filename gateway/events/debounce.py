@@ -3,8 +3,13 @@
 CREATE, UPDATE_CONTENT and UPDATE_META events with a Target wait for a quiet period per node uuid
 (each new event for the node restarts it) and leave as one merged event, the platform's rules:
 the first Target, with later Etag (unless temporary), Type, MTime, Size and MetaStore keys laid
-over it (Path only fills a gap); the last Source; the type is CREATE if any event was a CREATE,
-else UPDATE_CONTENT if any was, else the last type.
+over it; the last Source; the type is CREATE if any event was a CREATE, else UPDATE_CONTENT if
+any was, else the last type.
+
+Only events whose Target has the same path are merged: the path decides who receives the event
+(which workspaces), so an event for the node at another path first releases the waiting batch
+and starts its own. Metadata (name, Etag, Size, tags) thus never reaches the readers of another
+path or workspace, and the node's events still leave in order.
 
 Ordering fix over the platform: an immediate event (DELETE, UPDATE_PATH, ...) for a node that has
 a batch waiting first releases that batch, so a client never sees a move before the creation.
@@ -18,6 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
+from gateway import paths
 from gateway.events.model import JsonObject
 from gateway.events.tree import (
     CREATE,
@@ -38,6 +44,7 @@ class _Batch:
     deadline: float
     target: JsonObject
     source: JsonObject | None
+    path: str | None  # the Target's normalised path: what routes the batch
     types: list[str] = field(default_factory=list)
 
     def event(self) -> JsonObject:
@@ -72,14 +79,17 @@ class Debouncer:
         key = self.key_of(event)
         if key is None:
             return [*self._release_for(event), event]
+        released = []
         batch = self._batches.pop(key, None)
+        if batch is not None and batch.path != _target_path(event):
+            released.append(batch.event())  # another path, other readers: never merged
+            batch = None
         if batch is None:
             self._batches[key] = self._new_batch(event, now)
         else:
             _merge(batch, event)
             batch.deadline = now + self.quiet
             self._batches[key] = batch
-        released = []
         while len(self._batches) > self.max_pending:
             oldest, batch = self._batches.popitem(last=False)
             self.released_keys.append(oldest)
@@ -157,7 +167,7 @@ class Debouncer:
     def _new_batch(self, event: JsonObject, now: float) -> _Batch:
         target = node_of(event, "Target")
         assert target is not None
-        batch = _Batch(now + self.quiet, dict(target), node_of(event, "Source"))
+        batch = _Batch(now + self.quiet, dict(target), node_of(event, "Source"), _target_path(event))
         meta = target.get("MetaStore")
         batch.target["MetaStore"] = dict(meta) if isinstance(meta, dict) else {}
         batch.types.append(event_type(event))
@@ -170,8 +180,6 @@ def _merge(batch: _Batch, event: JsonObject) -> None:
     batch.types.append(event_type(event))
     batch.source = node_of(event, "Source")
     into = batch.target
-    if not into.get("Path") and target.get("Path"):
-        into["Path"] = target["Path"]
     etag = target.get("Etag")
     if etag and etag != TEMPORARY_ETAG:
         into["Etag"] = etag
@@ -181,3 +189,10 @@ def _merge(batch: _Batch, event: JsonObject) -> None:
     meta = target.get("MetaStore")
     if isinstance(meta, dict):
         into["MetaStore"].update(meta)
+
+
+def _target_path(event: JsonObject) -> str | None:
+    """The Target's path as routing reads it (None when missing or invalid: routed nowhere)."""
+    target = node_of(event, "Target")
+    raw = target.get("Path") if target else None
+    return paths.normalize(raw) if isinstance(raw, str) and raw else None

@@ -10,11 +10,13 @@ from typing import Any, Final
 
 from gateway import paths
 from gateway.identity.model import PERMISSIONS, PROFILES, Identity, Workspace
-from gateway.protocol import AuthError, ErrorCode
+from gateway.protocol import AuthError, ErrorCode, has_lone_surrogate
 
 
 def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
     """Build the Identity from verified claims, refusing anything malformed."""
+    if has_lone_surrogate(dict(claims)):  # no frame could carry it: the reply naming the user failed
+        raise AuthError(ErrorCode.TOKEN_CLAIMS, "token claims hold an unpaired surrogate (\\ud800-\\udfff)")
     user = claims.get("name")
     if not isinstance(user, str) or not user.strip():
         raise AuthError(ErrorCode.TOKEN_CLAIMS, "token needs a non-empty 'name' claim (the login)")
