@@ -21,8 +21,8 @@ QUIET = 1.0
 TICK = 0.05
 
 
-def tree(kind: str | None, uuid: str, **fields: Any) -> Json:
-    event: Json = {"Target": {"Uuid": uuid, "Path": f"/ds/{uuid}.txt", **fields}}
+def tree(kind: str | None, uuid: str, folder: str = "ds", **fields: Any) -> Json:
+    event: Json = {"Target": {"Uuid": uuid, "Path": f"/{folder}/{uuid}.txt", **fields}}
     if kind is not None:
         event["Type"] = kind
     return event
@@ -120,6 +120,16 @@ def test_sequencer_an_immediate_event_after_a_waiting_batch_comes_after_it() -> 
     assert seqs(a) == [3, 4]  # two records, never two events at one sequence
 
 
+def test_sequencer_a_node_at_another_path_releases_its_batch_first() -> None:
+    stream = FakeStream()
+    a = Instance(stream)
+    script = [(0.0, TREE_TOPIC, tree(None, "n1", Size=1)), (0.2, TREE_TOPIC, tree("UPDATE_META", "n1", "other"))]
+    run(stream, [a], script)
+    paths = [d.event["Target"]["Path"] for d in a.delivered]
+    assert paths == ["/ds/n1.txt", "/other/n1.txt"]  # never merged, in order
+    assert seqs(a) == sorted(set(seqs(a)))
+
+
 def test_sequencer_positions_strictly_increase_across_debounce() -> None:
     stream = FakeStream()
     a = Instance(stream)
@@ -159,7 +169,8 @@ def test_sequencer_instances_with_skewed_clocks_and_a_late_reader_deliver_alike(
         if kind == "IDM":
             script.append((at, IDM_TOPIC, {"Type": "UPDATE", "n": len(script)}))
         else:
-            script.append((at, TREE_TOPIC, tree(kind, node, Size=len(script))))
+            folder = rng.choice(("ds", "ds", "ds", "other"))  # a node seen at another path: no merge
+            script.append((at, TREE_TOPIC, tree(kind, node, folder, Size=len(script))))
     run(stream, instances, script)
     first = instances[0].delivered
     assert all(i.delivered == first for i in instances[1:])

@@ -82,6 +82,7 @@ class Debouncer:
         released = []
         batch = self._batches.pop(key, None)
         if batch is not None and batch.path != _target_path(event):
+            self.released_keys.append(key)
             released.append(batch.event())  # another path, other readers: never merged
             batch = None
         if batch is None:

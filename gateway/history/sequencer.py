@@ -60,12 +60,12 @@ class Sequencer:
             return [Delivered(seq, topic, event)]
         key = debouncer.key_of(event)
         released = debouncer.add(event, now)
-        if key is not None:
-            self._last[(topic, key)] = seq
-        elif released == [event]:
-            return [Delivered(seq, topic, event)]
         for batch_key in debouncer.released_keys:  # a record of theirs may still come: ignore it
             self._remember((topic, batch_key), self._last.pop((topic, batch_key), seq))
+        if key is not None:
+            self._last[(topic, key)] = seq  # after: the key's previous batch may have just left
+        elif released == [event]:
+            return [Delivered(seq, topic, event)]
         for n, out in enumerate(released):
             self._defer(Release(topic, f"@{seq}.{n}", seq, out))
         return []
@@ -99,6 +99,11 @@ class Sequencer:
     def next_deadline(self) -> float | None:
         deadlines = [d for x in self._debouncers.values() if (d := x.next_deadline()) is not None]
         return min(deadlines, default=None)
+
+    def flush(self) -> list[tuple[str, JsonObject]]:
+        """Every waiting batch, released now (JetStream failed: they go out without a position)."""
+        self._outbox.clear()
+        return [(topic, event) for topic, debouncer in self._debouncers.items() for event in debouncer.flush()]
 
     def outbox(self) -> list[Release]:
         """Records to publish, oldest first; each leaves when it comes back through the stream."""
