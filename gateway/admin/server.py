@@ -24,6 +24,8 @@ from gateway.admin.playground import PLAYGROUND_FILES, playground_asset, playgro
 from gateway.admin.requests import PublishError, TokenRequestError, parse_publish_body, parse_token_body
 from gateway.bus.base import Bus, BusError
 from gateway.config import Settings, parse_host_port
+from gateway.edge.front import Front
+from gateway.edge.tls import ServerTls
 from gateway.identity.mint import mint_token
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
@@ -42,6 +44,7 @@ class AdminServer:
         is_ready: Callable[[], tuple[bool, str]],
         *,
         ws_ports: Callable[[], Sequence[int]] = tuple,
+        tls: ServerTls | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -50,6 +53,7 @@ class AdminServer:
         self.ws_ports = ws_ports  # the WebSocket listener's bound ports, for the playground
         self.ports: list[int] = []
         self._slots = trio.Semaphore(MAX_CONNECTIONS)
+        self._front = Front(tls=tls)  # admin_tls: HTTPS with the listener's certificate
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): self._readyz,
@@ -77,7 +81,10 @@ class AdminServer:
             await trio.aclose_forcefully(stream)
             return
         try:
-            await serve_http(stream, self._dispatch, self.settings.admin_max_body)
+            deadline = trio.current_time() + self.settings.handshake_timeout
+            opened = await self._front.open(stream, _peer(stream), deadline)
+            if opened is not None:
+                await serve_http(opened.stream, self._dispatch, self.settings.admin_max_body)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
             pass
         except Exception:
@@ -219,6 +226,13 @@ class AdminServer:
         if not key or scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(token.strip().encode(), key.encode())
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "?"
 
 
 def _unauthorized() -> Response:
