@@ -63,6 +63,16 @@ async def tls_open(port: int, context: ssl.SSLContext) -> trio.SSLStream[trio.So
     return stream
 
 
+async def https_get(port: int, path: str, authority: Authority) -> tuple[int, bytes]:
+    stream = await tls_open(port, authority.client_context())
+    async with stream:
+        conn = h11.Connection(h11.CLIENT)
+        request = h11.Request(method="GET", target=path, headers=[("host", "127.0.0.1")])
+        await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+        status, _, body = await read_response(conn, stream)
+    return status, body
+
+
 async def presented(port: int, authority: Authority) -> str:
     """The common name of the certificate a new handshake on ``port`` is shown."""
     stream = await tls_open(port, authority.client_context())
@@ -200,17 +210,15 @@ async def test_tls_admin_listener_serves_https_with_admin_tls(
 ) -> None:
     gateway: Gateway = await nursery.start(Gateway(tls_settings(tmp_path, issued, admin_tls=True)).run)
     with trio.fail_after(10):
-        stream = await tls_open(gateway.admin_port, authority.client_context())
-        async with stream:
-            conn = h11.Connection(h11.CLIENT)
-            request = h11.Request(method="GET", target="/healthz", headers=[("host", "127.0.0.1")])
-            await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
-            status, _, body = await read_response(conn, stream)
+        status, body = await https_get(gateway.admin_port, "/healthz", authority)
         assert status == 200 and json.loads(body) == {"status": "ok"}
         plain = await trio.open_tcp_stream("127.0.0.1", gateway.admin_port)
         async with plain:
             await plain.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert await _drain(plain) == b""
+        # The playground page connects with wss:// to a listener that serves TLS.
+        status, body = await https_get(gateway.admin_port, "/api/v1/playground", authority)
+        assert status == 200 and json.loads(body)["ws_tls"] is True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -197,6 +197,7 @@ class AdminServer:
             {
                 "ws_port": ports[0] if ports else None,
                 "ws_host": specific_host(self.settings.listen),
+                "ws_tls": bool(self.settings.tls_cert_file),
                 "paths": {"events": "/ws", "chat": "/chat"},
                 "token_minting": self._can_mint(),
                 "identity": self.settings.identity,
