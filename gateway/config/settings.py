@@ -91,7 +91,9 @@ class Settings:
     # Sessions
     max_message_bytes: int = setting(65536, "largest inbound client message, in bytes")
     subscribe_timeout: float = setting(10.0, "seconds a new connection has to send a valid subscribe")
-    handshake_timeout: float = setting(10.0, "seconds a TCP client has to finish the HTTP handshake")
+    handshake_timeout: float = setting(
+        10.0, "seconds from connect to a complete upgrade request (PROXY header and TLS included)"
+    )
     ping_interval: float = setting(30.0, "seconds between keepalive pings")
     ping_timeout: float = setting(10.0, "seconds to wait for a pong before closing with 4002")
     close_timeout: float = setting(5.0, "seconds a closing session gets to flush and say goodbye")
