@@ -28,6 +28,8 @@ module under 400 lines.
 - ``timers``     a session's deadlines (subscribe, token expiry, keepalive) as a pure state machine
 - ``connection`` the server side of a WebSocket on wsproto: transport, upgrade, frames, writer
 - ``server``     the WebSocket listener: upgrade checks, one reader task per session, closing
+- ``edge``       TLS on the listeners (reloaded on SIGHUP); the client's address behind trusted
+                 proxies (X-Forwarded-For, Forwarded, PROXY protocol)
 - ``commands``   what a session's messages do: subscribe, unsubscribe, the endpoint's requests
 - ``handshake``  who may open a WebSocket: paths, Origin, limits, and the refusals (pure)
 - ``endpoints``  what each socket path adds: the events socket; the chat socket is ``chat``

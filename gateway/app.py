@@ -39,6 +39,7 @@ from gateway.commands import Commands
 from gateway.config import ConfigError, Settings
 from gateway.delivery.log import EventLog
 from gateway.dispatch import Dispatcher
+from gateway.edge.tls import make_tls
 from gateway.endpoints import EndpointHandler, EventsEndpoint
 from gateway.events.codec import EventCodec, JsonCodec
 from gateway.handshake import CHAT, EVENTS
@@ -248,10 +249,16 @@ class Gateway:
         self.chat = ChatService(settings, self.store, self.bus, self.nodes, self.metrics)
         handlers: dict[str, EndpointHandler] = {EVENTS: EventsEndpoint(), CHAT: self.chat}
         self.commands = Commands(settings, self.hub, self.resolver, handlers, self.metrics)
-        self.websocket = WebSocketServer(settings, self.hub, self.commands, self.metrics)
+        self.tls = make_tls(settings.tls_cert_file, settings.tls_key_file)  # ConfigError: unreadable
+        self.websocket = WebSocketServer(settings, self.hub, self.commands, self.metrics, self.tls)
         self.refresher.after_change = self.commands.identity_changed
         self.admin = AdminServer(
-            settings, self.metrics, self.bus, self.readiness, ws_ports=lambda: self.websocket.ports
+            settings,
+            self.metrics,
+            self.bus,
+            self.readiness,
+            ws_ports=lambda: self.websocket.ports,
+            tls=self.tls if settings.admin_tls else None,
         )
         self._stop = trio.Event()
         self._running = False
@@ -273,6 +280,13 @@ class Gateway:
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def reload(self) -> None:
+        """SIGHUP: read the TLS certificate and key again (sessions keep theirs); logs the outcome."""
+        if self.tls is None:
+            log.info("SIGHUP: nothing to reload (no tls_cert_file configured)")
+            return
+        await self.tls.reload()
 
     @property
     def stopping(self) -> bool:
@@ -317,6 +331,8 @@ class Gateway:
                     self.admin_port,
                     self.settings.bus_url,
                 )
+                if self.tls is not None:
+                    log.info("TLS certificate: %s", self.tls.summary)
                 task_status.started(self)
                 await self._stop.wait()
                 self._running = False
@@ -332,16 +348,23 @@ class Gateway:
 async def serve(
     gateway: Gateway, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run a gateway until SIGTERM or SIGINT, then drain; a second signal aborts the drain."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    """Run a gateway until SIGTERM or SIGINT, then drain; a second signal aborts the drain.
+
+    SIGHUP reloads the TLS certificate and key (in its own task: a stop is never held up by it).
+    """
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, signals, gateway, nursery.cancel_scope)
+            nursery.start_soon(_watch_signals, signals, gateway, nursery)
             await gateway.run(task_status=task_status)
             nursery.cancel_scope.cancel()
 
 
-async def _watch_signals(signals: AsyncIterator[int], gateway: Gateway, scope: trio.CancelScope) -> None:
+async def _watch_signals(signals: AsyncIterator[int], gateway: Gateway, nursery: trio.Nursery) -> None:
+    scope = nursery.cancel_scope
     async for signum in signals:
+        if signum == signal.SIGHUP:
+            nursery.start_soon(gateway.reload)
+            continue
         if gateway.stopping:
             log.warning("second %s: aborting the drain", signal.Signals(signum).name)
             scope.cancel()

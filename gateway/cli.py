@@ -95,12 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(publish)
     publish.add_argument("--topic", required=True, choices=sorted(PUBLISHABLE_TOPICS))
     publish.add_argument("--event", required=True, help="event JSON, or @FILE to read it from a file")
-    publish.add_argument("--admin-url", help="admin base URL (default: from admin_listen)")
+    publish.add_argument("--admin-url", help="admin base URL (default: from admin_listen, admin_tls)")
 
     watch = sub.add_parser("watch", help="subscribe with a user's token and print what they receive")
     _add_config_flags(watch)
     watch.add_argument("--token", required=True, help="the token a browser would send (JWT, opaque, PAT)")
-    watch.add_argument("--url", help="events socket URL (default: ws://127.0.0.1:PORT/ws from listen)")
+    watch.add_argument("--url", help="events socket URL (default: ws[s]://127.0.0.1:PORT/ws from listen)")
     watch.add_argument("--origin", help="Origin header to send, when the gateway checks it")
     watch.add_argument("--count", type=int, help="exit after this many messages")
     watch.add_argument("--recover", action="store_true", help="ask for event positions")
@@ -369,7 +369,8 @@ def _whois(args: argparse.Namespace, out: TextIO) -> int:
 def _watch(args: argparse.Namespace, out: TextIO) -> int:
     from gateway.watch import WatchError, WatchOptions, watch
 
-    url = args.url or f"ws://{_local_address(_settings(args).listen)}/ws"
+    settings = _settings(args)
+    url = args.url or f"{'wss' if settings.tls_cert_file else 'ws'}://{_local_address(settings.listen)}/ws"
     options = WatchOptions(url, args.token, args.count, args.origin, recover=args.recover, since=args.since)
     try:
         trio.run(watch, options, out)
@@ -387,7 +388,8 @@ def _dev_origins(settings: Settings) -> tuple[str, ...]:
 
 
 def _admin_url(settings: Settings) -> str:
-    return f"http://{_local_address(settings.admin_listen, 'admin_listen')}"
+    scheme = "https" if settings.admin_tls else "http"
+    return f"{scheme}://{_local_address(settings.admin_listen, 'admin_listen')}"
 
 
 def _local_address(listen: str, setting: str = "listen") -> str:

@@ -34,6 +34,8 @@ from gateway.connection.transport import SocketTransport, StreamTransport, Trans
 from gateway.connection.upgrade import BAD_REQUEST, BadRequest, Handshake, UpgradeRequest
 from gateway.connection.writer import Writer
 from gateway.delivery.log import EventLog
+from gateway.edge.front import Front
+from gateway.edge.tls import ServerTls
 from gateway.flusher import Flusher
 from gateway.handshake import ENDPOINT_PATHS, Refusal, allowed_origins, refusal
 from gateway.hub import Hub
@@ -58,7 +60,9 @@ LINGER: Final = 2.0
 
 
 class WebSocketServer:
-    def __init__(self, settings: Settings, hub: Hub, commands: Commands, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, hub: Hub, commands: Commands, metrics: Metrics, tls: ServerTls | None = None
+    ) -> None:
         self.settings = settings
         self.hub = hub
         self.commands = commands
@@ -76,6 +80,10 @@ class WebSocketServer:
         self._pending_handshakes = 0
         self._pending_by_remote: Counter[str] = Counter()
         self._proxy_log = Throttle(PROXY_LOG_INTERVAL)
+        # PROXY header, TLS, and the client address behind trusted proxies (gateway.edge).
+        self.front = Front.for_listener(
+            settings, tls, lambda reason: metrics.connections_refused.labels(reason).inc()
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -120,22 +128,29 @@ class WebSocketServer:
 
     async def serve_stream(self, stream: trio.abc.Stream, remote: str | None = None) -> None:
         """Serve one connection from handshake to close. Never raises (but Cancelled)."""
-        remote = remote or _remote_ip(stream)
-        transport = _transport(stream)
+        peer = remote or _remote_ip(stream)
+        # One deadline for the whole handshake: PROXY header, TLS, HTTP request.
+        deadline = trio.current_time() + self.settings.handshake_timeout
+        transport: Transport = StreamTransport(stream)  # closes the stream until the front is through
         try:
-            await self._serve(transport, remote)
+            opened = await self.front.open(stream, peer, deadline)
+            if opened is None:
+                return
+            transport = _transport(opened.stream)
+            await self._serve(transport, opened.address, deadline)
         except Exception:
             self.metrics.handler_errors.inc()
-            log.exception("connection from %s failed", remote)
+            log.exception("connection from %s failed", peer)
         finally:
             with trio.CancelScope(shield=True):
                 await transport.aclose()
 
-    async def _serve(self, transport: Transport, remote: str) -> None:
+    async def _serve(self, transport: Transport, remote: str, deadline: float) -> None:
         handshake = Handshake()
-        request = await self._read_upgrade(transport, handshake, remote)
+        request = await self._read_upgrade(transport, handshake, remote, deadline)
         if request is None:
             return
+        remote = self.front.client(remote, request.headers)  # behind a trusted proxy: its client
         refused = self._refusal(request, remote)
         if refused is not None:
             self.metrics.connections_refused.labels(refused.error).inc()
@@ -168,7 +183,7 @@ class WebSocketServer:
             self.hub.remove(session)
 
     async def _read_upgrade(
-        self, transport: Transport, handshake: Handshake, remote: str
+        self, transport: Transport, handshake: Handshake, remote: str, deadline: float
     ) -> UpgradeRequest | None:
         # Connections still in their handshake are capped too, in all and per address, so one
         # address cannot hold the listener with half-open handshakes.
@@ -181,7 +196,7 @@ class WebSocketServer:
         self._pending_handshakes += 1
         self._pending_by_remote[remote] += 1
         try:
-            with trio.move_on_after(self.settings.handshake_timeout):
+            with trio.move_on_at(deadline):
                 try:
                     while (request := handshake.receive(await transport.receive_some(RECEIVE_BYTES))) is None:
                         pass

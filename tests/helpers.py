@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -109,11 +110,12 @@ async def expect_nothing(ws: WebSocketConnection, wait: float = 0.5) -> None:
         raise AssertionError(f"unexpected message: {message!r}")
 
 
-def _leaves(group: BaseExceptionGroup[Any], kind: type[E]) -> list[E]:
+def leaves(group: BaseExceptionGroup[Any], kind: type[E]) -> list[E]:
+    """The exceptions of type ``kind`` in a (nested) exception group."""
     found: list[E] = []
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            found.extend(_leaves(exc, kind))
+            found.extend(leaves(exc, kind))
         elif isinstance(exc, kind):
             found.append(exc)
     return found
@@ -176,7 +178,7 @@ class Harness:
             async with self.connect(path, headers=headers, remote=remote):
                 pass
         except* ConnectionRejected as group:
-            refused.extend(_leaves(group, ConnectionRejected))
+            refused.extend(leaves(group, ConnectionRejected))
         assert refused, "the handshake was accepted"
         return refused[0]
 
@@ -299,8 +301,11 @@ async def admin_publish(port: int, body: Any, key: str = ADMIN_KEY) -> tuple[int
 
 
 @asynccontextmanager
-async def ws_client(url: str) -> AsyncIterator[WebSocketConnection]:
-    """``open_websocket_url`` that also closes its socket when the server closed first.
+async def ws_client(
+    url: str, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[WebSocketConnection]:
+    """``open_websocket_url`` (``wss://`` with ``ssl_context``) that also closes its socket when the
+    server closed first.
 
     trio-websocket's client waits for the server's TCP close and then never closes its own
     socket, which Python reports as an unclosed-socket ResourceWarning.
@@ -309,7 +314,7 @@ async def ws_client(url: str) -> AsyncIterator[WebSocketConnection]:
 
     connection: WebSocketConnection | None = None
     try:
-        async with open_websocket_url(url) as ws:
+        async with open_websocket_url(url, ssl_context=ssl_context) as ws:
             connection = ws
             yield ws
     finally:

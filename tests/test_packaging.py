@@ -133,3 +133,8 @@ def test_unit_security_exposure_stays_low(tmp_path: Path) -> None:
             f"--threshold={EXPOSURE_THRESHOLD}", str(runnable_copy(tmp_path))]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_unit_reload_sends_sighup_to_the_bootloader() -> None:
+    """``systemctl reload`` reloads the TLS certificate (the bootloader forwards the signal)."""
+    assert directives()["ExecReload"] == ["kill -HUP $MAINPID"]

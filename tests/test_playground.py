@@ -120,6 +120,7 @@ async def test_playground_info_names_the_websocket_port(gateway: Gateway) -> Non
     assert json.loads(body) == {
         "ws_port": gateway.ws_port,
         "ws_host": "127.0.0.1",
+        "ws_tls": False,
         "paths": {"events": "/ws", "chat": "/chat"},
         "token_minting": True,
         "identity": "jwt",

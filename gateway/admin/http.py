@@ -54,7 +54,7 @@ def _too_large(limit: int) -> Response:
     return error_response(413, "body_too_large", f"request body over {limit} bytes")
 
 
-async def serve_http(stream: trio.SocketStream, dispatch: Handler, max_body: int, slot: Slot) -> None:
+async def serve_http(stream: trio.abc.Stream, dispatch: Handler, max_body: int, slot: Slot) -> None:
     """Serve one connection's requests, one after the other, until it closes or idles out."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     while True:
@@ -74,7 +74,7 @@ async def serve_http(stream: trio.SocketStream, dispatch: Handler, max_body: int
 
 
 async def _next_request(
-    conn: h11.Connection, stream: trio.SocketStream, max_body: int, slot: Slot
+    conn: h11.Connection, stream: trio.abc.Stream, max_body: int, slot: Slot
 ) -> Request | Response | None:
     """The next request, an error response for a malformed or oversized one, or None at EOF."""
     try:
@@ -95,7 +95,7 @@ async def _next_request(
     return Request(head.method.decode("ascii", "replace"), target, headers, body)
 
 
-async def _send(conn: h11.Connection, stream: trio.SocketStream, response: Response) -> None:
+async def _send(conn: h11.Connection, stream: trio.abc.Stream, response: Response) -> None:
     headers = [
         ("content-type", response.content_type),
         ("content-length", str(len(response.body))),
@@ -113,15 +113,15 @@ async def _send(conn: h11.Connection, stream: trio.SocketStream, response: Respo
         await stream.send_all(data)
 
 
-async def _next_event(conn: h11.Connection, stream: trio.SocketStream) -> Any:
+async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> Any:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
-        conn.receive_data(await stream.receive_some(READ_SIZE))
+        conn.receive_data(bytes(await stream.receive_some(READ_SIZE)))
 
 
-async def _read_body(conn: h11.Connection, stream: trio.SocketStream, limit: int) -> bytes | None:
+async def _read_body(conn: h11.Connection, stream: trio.abc.Stream, limit: int) -> bytes | None:
     """The request body, or None if it grows past ``limit``."""
     parts: list[bytes] = []
     size = 0

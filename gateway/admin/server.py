@@ -25,6 +25,8 @@ from gateway.admin.requests import PublishError, TokenRequestError, parse_publis
 from gateway.admin.slots import MAX_CONNECTIONS, ConnectionSlots
 from gateway.bus.base import Bus, BusError
 from gateway.config import Settings, parse_host_port
+from gateway.edge.front import Front
+from gateway.edge.tls import ServerTls
 from gateway.identity.mint import mint_token
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
@@ -41,6 +43,7 @@ class AdminServer:
         is_ready: Callable[[], tuple[bool, str]],
         *,
         ws_ports: Callable[[], Sequence[int]] = tuple,
+        tls: ServerTls | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -49,6 +52,7 @@ class AdminServer:
         self.ws_ports = ws_ports  # the WebSocket listener's bound ports, for the playground
         self.ports: list[int] = []
         self.slots = ConnectionSlots(MAX_CONNECTIONS, self._keyed)
+        self._front = Front(tls=tls)  # admin_tls: HTTPS with the listener's certificate
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): self._readyz,
@@ -75,8 +79,11 @@ class AdminServer:
             await trio.aclose_forcefully(stream)
             return
         try:
-            with slot.scope:
-                await serve_http(stream, self._dispatch, self.settings.admin_max_body, slot)
+            with slot.scope:  # a TLS handshake in progress is waiting too: closed first if need be
+                deadline = trio.current_time() + self.settings.handshake_timeout
+                opened = await self._front.open(stream, _peer(stream), deadline)
+                if opened is not None:
+                    await serve_http(opened.stream, self._dispatch, self.settings.admin_max_body, slot)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
             pass
         except Exception:
@@ -189,6 +196,7 @@ class AdminServer:
             {
                 "ws_port": ports[0] if ports else None,
                 "ws_host": specific_host(self.settings.listen),
+                "ws_tls": bool(self.settings.tls_cert_file),
                 "paths": {"events": "/ws", "chat": "/chat"},
                 "token_minting": self._can_mint(),
                 "identity": self.settings.identity,
@@ -221,6 +229,13 @@ class AdminServer:
         if not key or scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(token.strip().encode(), key.encode())
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "?"
 
 
 def _unauthorized() -> Response:

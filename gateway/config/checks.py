@@ -7,6 +7,7 @@ from typing import Final
 
 from gateway.chat.protocol import MAX_PAGE
 from gateway.config.settings import ConfigError, Settings
+from gateway.edge.proxies import parse_network
 
 MIN_SECRET_BYTES: Final = 32
 
@@ -45,6 +46,7 @@ def validate(settings: Settings) -> None:
             "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
     _validate_choices(settings)
+    _validate_edge(settings)
     if settings.chat_history_page > MAX_PAGE:
         raise ConfigError(f"chat_history_page must be at most {MAX_PAGE}, got {settings.chat_history_page}")
     if not settings.db_url.startswith(("sqlite:", "postgresql")):
@@ -62,7 +64,25 @@ CHOICES: Final = {
     "identity": ("jwt", "cells"),
     "bus_format": ("gateway", "cells"),
     "cells_subfolder_acls": ("enforce", "ignore"),
+    "forwarded_header": ("x-forwarded-for", "forwarded"),
 }
+
+
+def _validate_edge(settings: Settings) -> None:
+    """TLS files come in pairs; proxies are networks; a PROXY header is expected only from them."""
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise ConfigError("tls_cert_file and tls_key_file go together: set both (wss://) or neither")
+    if settings.admin_tls and not settings.tls_cert_file:
+        raise ConfigError("admin_tls serves the admin listener with tls_cert_file and tls_key_file: set them")
+    for entry in settings.trusted_proxies:
+        try:
+            parse_network(entry)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {exc}") from None
+    if settings.proxy_protocol and not settings.trusted_proxies:
+        raise ConfigError(
+            "proxy_protocol expects the PROXY header from trusted_proxies only: list your proxies there"
+        )
 
 
 def _validate_choices(settings: Settings) -> None:

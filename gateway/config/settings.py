@@ -38,6 +38,23 @@ class Settings:
         (),
         "browser Origins allowed to connect; requests without Origin always pass; '*' allows all",
     )
+    # The edge: TLS on the listeners, the client's address behind proxies (docs/OPERATIONS.md)
+    tls_cert_file: str | None = setting(
+        None, "PEM certificate chain: the listener serves wss:// (with tls_key_file); reloaded on SIGHUP"
+    )
+    tls_key_file: str | None = setting(
+        None, "PEM private key of tls_cert_file (unencrypted); reloaded on SIGHUP"
+    )
+    admin_tls: bool = setting(False, "serve the admin listener over HTTPS too, with the same certificate")
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "proxy addresses or CIDRs whose forwarding header (and PROXY header) name the client"
+    )
+    forwarded_header: str = setting(
+        "x-forwarded-for", "header the trusted proxies name the client in: x-forwarded-for or forwarded"
+    )
+    proxy_protocol: bool = setting(
+        False, "connections from trusted_proxies start with a PROXY protocol v1/v2 header (HAProxy)"
+    )
     # Identity
     identity: str = setting(
         "jwt", "who resolves tokens: jwt (verified locally) or cells (asked to Cells' REST API)"
@@ -74,7 +91,9 @@ class Settings:
     # Sessions
     max_message_bytes: int = setting(65536, "largest inbound client message, in bytes")
     subscribe_timeout: float = setting(10.0, "seconds a new connection has to send a valid subscribe")
-    handshake_timeout: float = setting(10.0, "seconds a TCP client has to finish the HTTP handshake")
+    handshake_timeout: float = setting(
+        10.0, "seconds from connect to a complete upgrade request (PROXY header and TLS included)"
+    )
     ping_interval: float = setting(30.0, "seconds between keepalive pings")
     ping_timeout: float = setting(10.0, "seconds to wait for a pong before closing with 4002")
     close_timeout: float = setting(5.0, "seconds a closing session gets to flush and say goodbye")

@@ -89,7 +89,8 @@
   function wsUrl(path) {
     let host = info.ws_host || location.hostname;
     if (host.includes(":") && !host.startsWith("[")) host = "[" + host + "]";
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    // wss:// when the listener serves TLS itself (tls_cert_file), or when this page came over HTTPS.
+    const scheme = info.ws_tls || location.protocol === "https:" ? "wss:" : "ws:";
     return scheme + "//" + host + ":" + info.ws_port + path;
   }
 
