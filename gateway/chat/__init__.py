@@ -6,7 +6,8 @@
 - ``service``   the chat endpoint: the requests
 - ``rooms``     this instance's sessions in each room, and the fan-out to them
 - ``presence``  who is in which room over time: timeouts, departures, returns
-- ``posting``   what may be posted: cleaned text within limits, at a bounded rate per user
+- ``sanitise``  what users write, made safe to store and show: text, labels, identifiers (pure)
+- ``posting``   how often a user may post: a bounded rate per user
 - ``events``    the chat events between instances, on the bus (pure)
 - ``records``   what the store returns and raises (pure)
 - ``store``     ``ChatStore``: reads on a thread pool, writes through one group-committing writer

@@ -23,12 +23,13 @@ from gateway.bus.base import Bus, BusError
 from gateway.chat import events
 from gateway.chat import protocol as chat
 from gateway.chat.access import NodeAccess, check_room
-from gateway.chat.posting import PostRates, clean_text
+from gateway.chat.posting import PostRates
 from gateway.chat.presence import Presence
 from gateway.chat.protocol import ChatRequest, Page, RoomRef
 from gateway.chat.records import Forbidden, MessageRecord, NotFound, RoomRecord, StoreUnavailable
 from gateway.chat.rooms import Joined, LocalRooms, release_held
 from gateway.chat.rules import Grant
+from gateway.chat.sanitise import clean_text
 from gateway.chat.store import ChatStore
 from gateway.config import Settings
 from gateway.identity import Identity
