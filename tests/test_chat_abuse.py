@@ -53,6 +53,50 @@ async def test_chat_message_limit_counts_the_text_as_stored_and_sent(harness: Ha
         assert rows(harness, "select length(cast(text as blob)) from messages") == [(5 * fits,)]
 
 
+async def test_chat_history_page_bounded_in_bytes_never_closes_its_reader(harness: Harness) -> None:
+    """A HISTORY page of 200 posts of 40,960 bytes (as stored before the fix) overflowed the reader's
+    outbox: closed with 4008. Pages are now cut in bytes, and paging on shows every post once."""
+    settings = harness.gateway.settings
+    async with chatter(harness, "alice") as alice, chatter(harness, "bob") as bob:
+        room = await entered(alice, global_room("lobby"))
+        for i in range(200):
+            text = f"{i:03d}" + "&amp;" * 8192
+            await harness.gateway.store.post(room["Uuid"], "alice", text, client_id=None, now=1.0 + i)
+        await entered(bob, global_room("lobby"))
+        for _ in range(3):  # three whole-room pages asked at once, before reading any
+            await ask_history(bob, room["Uuid"], 0)
+        first = [await history_page(bob) for _ in range(3)]
+        for messages, more in first:
+            assert 0 < sum(len(m["Message"]) for m in messages) <= settings.chat_history_page_bytes
+            assert more is not None and more["Offset"] == len(messages) and more["Limit"] == 200
+            assert [m["Seq"] for m in messages] == list(range(201 - len(messages), 201))  # the newest
+        seen, more = [m["Seq"] for m in first[0][0]], first[0][1]
+        while more is not None:
+            await ask_history(bob, room["Uuid"], more["Offset"])
+            messages, more = await history_page(bob)
+            seen = [m["Seq"] for m in messages] + seen
+        assert seen == list(range(1, 201))
+    assert harness.gateway.metrics.registry.get_sample_value("gateway_slow_consumer_closes_total") == 0
+
+
+async def ask_history(client: ChatClient, room_uuid: str, offset: int) -> None:
+    await client.send("HISTORY", {"Uuid": room_uuid}, {"Message": f'{{"Offset":{offset},"Limit":200}}'})
+    await client.send("HISTORY", {"Uuid": "no-such-room-marker"})  # answered once the page is out
+
+
+async def history_page(client: ChatClient) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """One HISTORY answer (up to its marker): the messages, and MAY_HAVE_MORE if one came."""
+    assert (await client.recv())["@type"] == "ROOM_UPDATE"
+    messages: list[dict[str, Any]] = []
+    more = None
+    while (frame := await client.recv()).get("error") != "not_member":
+        if frame.get("@type") == "MAY_HAVE_MORE":
+            more = frame
+        else:
+            messages.append(frame)
+    return messages, more
+
+
 # -- 10. Fields other members receive -------------------------------------------------------------
 
 

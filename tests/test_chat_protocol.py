@@ -9,6 +9,7 @@ import pytest
 
 from gateway.chat import protocol as chat
 from gateway.chat import sanitise
+from gateway.chat.history import _within
 from gateway.chat.records import Edit, MessageRecord, RoomRecord
 from gateway.protocol import ErrorCode, ProtocolError
 
@@ -189,3 +190,28 @@ def test_chat_text_of_8192_ampersands_refused() -> None:
     with pytest.raises(ProtocolError) as info:
         sanitise.clean_text("&" * 8192, 8192)
     assert info.value.code == ErrorCode.MESSAGE_TOO_LONG and "40960" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("sizes", "budget", "newest", "kept"),
+    [
+        ([10, 10, 10], 30, True, slice(0, None)),
+        ([10, 10, 10], 25, True, slice(1, None)),  # Offset/Before pages keep the newest (the end)
+        ([10, 10, 10], 25, False, slice(0, 2)),  # After pages keep the oldest
+        ([50, 10], 5, True, slice(1, None)),  # always one message: paging moves on
+        ([50, 10], 5, False, slice(0, 1)),
+        ([], 5, True, slice(0, None)),
+    ],
+)
+def test_chat_history_page_cut_to_its_budget(
+    sizes: list[int], budget: int, newest: bool, kept: slice
+) -> None:
+    assert _within(sizes, budget, newest=newest) == kept
+
+
+def test_chat_may_have_more_after_a_page_cut_short() -> None:
+    records = [MessageRecord(f"m{i}", "r", i, "a", "x", 10.0 + i, None, (), False) for i in (5, 6)]
+    more = chat.may_have_more("r", chat.Page(40, 80), records)  # 2 of 40 shown
+    assert more["Offset"] == 82 and more["Limit"] == 40 and more["Timestamp"] == 15
+    assert chat.may_have_more("r", chat.Page(40, None, before=9), records)["Before"] == 5
+    assert chat.may_have_more("r", chat.Page(40, None, after=1), records)["After"] == 6

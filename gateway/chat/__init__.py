@@ -4,6 +4,7 @@
 - ``rules``     who may join which room (pure)
 - ``access``    the node check asked to the platform, and ``check_room`` (rules + node check)
 - ``service``   the chat endpoint: the requests
+- ``history``   one HISTORY page sent: bounded in messages and in bytes
 - ``rooms``     this instance's sessions in each room, and the fan-out to them
 - ``presence``  who is in which room over time: timeouts, departures, returns
 - ``sanitise``  what users write, made safe to store and show: text, labels, identifiers (pure)

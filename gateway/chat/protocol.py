@@ -305,7 +305,8 @@ def delete_frame_json(message: JsonObject) -> JsonObject:
 
 
 def may_have_more(room_uuid: str, page: Page, messages: Sequence[MessageRecord]) -> JsonObject:
-    """Sent after a full page: where the next page starts, in the form that was asked.
+    """Sent after a full page (or one cut short by its size in bytes): where the next page starts,
+    in the form that was asked.
 
     Offset and Before pages walk back in time (the next page is older); After pages walk forward.
     """
@@ -316,7 +317,7 @@ def may_have_more(room_uuid: str, page: Page, messages: Sequence[MessageRecord])
         "Limit": page.limit,
     }
     if page.offset is not None:
-        frame["Offset"] = page.offset + page.limit
+        frame["Offset"] = page.offset + len(messages)
     elif page.after is not None:
         frame["After"] = messages[-1].seq
     else:

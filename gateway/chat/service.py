@@ -20,7 +20,7 @@ from typing import Any, Final
 import trio
 
 from gateway.bus.base import Bus, BusError
-from gateway.chat import events
+from gateway.chat import events, history
 from gateway.chat import protocol as chat
 from gateway.chat.access import NodeAccess, check_room
 from gateway.chat.posting import PostRates
@@ -340,19 +340,8 @@ class ChatService:
     async def _send_history(
         self, session: Session, room: RoomRecord, users: list[str], page: Page
     ) -> list[MessageRecord]:
-        if page.before is not None:
-            records = await self.store.before(room.uuid, page.before, page.limit)
-        elif page.after is not None:
-            records = await self.store.after(room.uuid, page.after, page.limit)
-        else:
-            records = await self.store.latest(room.uuid, page.offset or 0, page.limit)
-        viewer = session.identity.user if session.identity else ""
-        session.send_json(chat.room_update(room, users, viewer))
-        for record in records:
-            session.send_json(chat.message_json(record))
-        if records and len(records) == page.limit:
-            session.send_json(chat.may_have_more(room.uuid, page, records))
-        return records
+        records = await history.read(self.store, room.uuid, page)
+        return history.send(session, room, users, page, records, self.settings.chat_history_page_bytes)
 
     # -- helpers ----------------------------------------------------------------------------
 
