@@ -6,10 +6,34 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from tests.helpers import Harness
-from tests.test_chat import ChatClient, chatter
+import pytest
+import trio
+
+from gateway.config import Settings
+from tests.helpers import Harness, make_settings
+from tests.test_chat import ChatClient, cells_client, chatter
+
+
+@pytest.fixture
+def chat_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def build(**changes: Any) -> Settings:
+        return make_settings(db_url=f"sqlite:///{tmp_path}/chat.db", **changes)
+
+    return build
+
+
+class WallClock:
+    """The chat service's wall clock, moved by hand: an hour passes without waiting for it."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def rows(harness: Harness, query: str) -> list[tuple[Any, ...]]:
@@ -35,6 +59,104 @@ async def entered(
     )
     assert update["@type"] == "ROOM_UPDATE", update
     return dict(update["Room"])
+
+
+async def leave(client: ChatClient, room: dict[str, Any]) -> None:
+    """LEAVE and read its answer (the room as the leaver last sees it)."""
+    await client.send("LEAVE", {"Uuid": room["Uuid"]})
+    await client.recv_until(lambda f: f.get("@type") == "ROOM_UPDATE" and f["Room"]["Uuid"] == room["Uuid"])
+
+
+# -- 2. Unbounded rooms ---------------------------------------------------------------------------
+
+
+async def test_chat_room_creation_capped_per_user_the_session_stays_open(
+    nursery: trio.Nursery, chat_settings: Callable[..., Settings]
+) -> None:
+    """JOIN + LEAVE with fresh names made thousands of permanent rooms; now a user creates a few an hour."""
+    harness = await Harness(nursery, chat_settings(chat_rooms_created_per_hour=3)).start()
+    clock = harness.gateway.chat.clock = WallClock()
+    async with chatter(harness, "mallory") as mallory, chatter(harness, "bob") as bob:
+        bobs = await entered(bob, global_room("bobs"))
+        for i in range(3):
+            await leave(mallory, await entered(mallory, global_room(f"fresh-{i}")))
+        await mallory.send("JOIN", global_room("fresh-3"))
+        refused = await mallory.error()
+        assert refused["error"] == "room_creation_limited" and refused["request"] == "JOIN"
+        assert len(rows(harness, "select uuid from rooms")) == 4
+        # The session goes on, and rooms that exist are still open to her.
+        assert (await entered(mallory, global_room("bobs")))["Uuid"] == bobs["Uuid"]
+        assert (await mallory.post(bobs["Uuid"], "still here"))["Message"] == "still here"
+        async with chatter(harness, "mallory") as again:  # the cap is the user's, not the session's
+            await again.send("JOIN", global_room("fresh-4"))
+            assert (await again.error())["error"] == "room_creation_limited"
+        clock.now += 3601
+        assert (await entered(mallory, global_room("fresh-3")))["Users"] == ["mallory"]
+
+
+async def test_chat_empty_rooms_deleted_after_their_ttl(
+    nursery: trio.Nursery, chat_settings: Callable[..., Settings], thread_autojump_clock: object
+) -> None:
+    """Rooms with no member and no message go; a room with history stays; a JOIN brings one back."""
+    harness = await Harness(nursery, chat_settings(chat_empty_room_ttl=30.0)).start()
+    clock = harness.gateway.chat.clock = WallClock()
+    async with chatter(harness, "alice") as alice:
+        left = await entered(alice, global_room("left"))
+        talked = await entered(alice, global_room("talked"))
+        await alice.post(talked["Uuid"], "history keeps a room")
+        for room in (left, talked):
+            await leave(alice, room)
+        clock.now += 3600  # past the hour in which a room counts against its creator's cap
+        await trio.sleep(29)
+        assert len(rows(harness, "select uuid from rooms")) == 2  # not empty for 30 s yet
+        clock.now += 2
+        await trio.sleep(31)  # the sweeper's next round
+        assert rows(harness, "select uuid from rooms") == [(talked["Uuid"],)]
+        assert rows(harness, "select count(*) from members") == [(0,)]
+        back = await entered(alice, global_room("left"))
+        assert back["Uuid"] == left["Uuid"] and back["Users"] == ["alice"]  # the same uuid as before
+
+
+async def test_chat_heartbeat_naming_a_deleted_room_brings_it_back(
+    nursery: trio.Nursery, chat_settings: Callable[..., Settings], thread_autojump_clock: object
+) -> None:
+    """Cells' client re-attaches rooms it knows after a reconnect: a heartbeat naming a deleted
+    room's Uuid, Type and RoomTypeObject recreates it with that Uuid; naming none, it creates nothing."""
+    harness = await Harness(nursery, chat_settings(chat_empty_room_ttl=30.0)).start()
+    clock = harness.gateway.chat.clock = WallClock()
+    async with chatter(harness, "alice") as alice:
+        room = await entered(alice, global_room("lobby"))
+        await leave(alice, room)
+    clock.now += 3700
+    await harness.gateway.chat.sweeper.sweep()
+    assert rows(harness, "select count(*) from rooms") == [(0,)]
+    async with cells_client(harness, "alice") as alice:
+        await alice.send("JOIN", global_room("lobby"), {"Message": "PING"})  # no Uuid: ignored
+        back = await entered(alice, global_room("lobby", Uuid=room["Uuid"]), {"Message": "PING"})
+        assert back["Uuid"] == room["Uuid"] and back["Users"] == ["alice"]
+        assert rows(harness, "select uuid from rooms") == [(room["Uuid"],)]
+
+
+async def test_chat_session_in_a_room_deleted_under_it_keeps_going(
+    nursery: trio.Nursery, chat_settings: Callable[..., Settings], thread_autojump_clock: object
+) -> None:
+    """A session that stopped pinging stays attached to rooms the sweep may delete: its heartbeat
+    brings the room back, a POST is refused with not_member, never a crash."""
+    harness = await Harness(nursery, chat_settings(chat_empty_room_ttl=30.0)).start()
+    clock = harness.gateway.chat.clock = WallClock()
+    async with chatter(harness, "alice") as alice:
+        quiet = await entered(alice, global_room("quiet"))
+        other = await entered(alice, global_room("other"))
+        clock.now += 3600  # alice's presence times out: the rooms are empty from then on
+        await alice.recv_until(lambda f: f.get("@type") == "ROOM_UPDATE" and f["Room"]["Users"] == [])
+        clock.now += 100
+        await harness.gateway.chat.sweeper.sweep()
+        assert rows(harness, "select count(*) from rooms") == [(0,)]
+        await alice.send("POST", message={"RoomUuid": other["Uuid"], "Message": "anyone?"})
+        assert (await alice.error())["error"] == "not_member"
+        back = await entered(alice, global_room("quiet"), {"Message": "PING"})  # as Cells' client pings
+        assert back["Uuid"] == quiet["Uuid"] and back["Users"] == ["alice"]
+        assert (await alice.post(quiet["Uuid"], "back"))["RoomUuid"] == quiet["Uuid"]
 
 
 # -- 3. Size limits after sanitising --------------------------------------------------------------
