@@ -70,6 +70,7 @@ class ErrorCode(StrEnum):
     ROOM_FORBIDDEN = "room_forbidden"
     NOT_MEMBER = "not_member"
     TOO_MANY_ROOMS = "too_many_rooms"
+    ROOM_CREATION_LIMITED = "room_creation_limited"
     MESSAGE_TOO_LONG = "message_too_long"
     MESSAGE_NOT_FOUND = "message_not_found"
     EDIT_FORBIDDEN = "edit_forbidden"

@@ -27,10 +27,11 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from gateway.chat import migrate
+from gateway.chat import migrate, sql
 from gateway.chat.faults import as_unavailable
 from gateway.chat.models import Base, make_engine
 from gateway.chat.records import (
+    CreationLimited,
     Edit,
     Forbidden,
     MessageRecord,
@@ -142,6 +143,73 @@ async def test_room_concurrent_creation_makes_one_room(store: ChatStore) -> None
             for _ in range(20):
                 nursery.start_soon(join)
     assert len({r.uuid for r in rooms}) == 1
+
+
+# --- rooms' lifetime: derived uuids, the creation cap, vacancy and the empty-room sweep -----------
+
+
+async def sweep(
+    store: ChatStore, *, vacant_before: float, created_before: float = 1e12, limit: int = 100
+) -> int:
+    return await store.delete_vacant_rooms(
+        vacant_before=vacant_before, created_before=created_before, limit=limit
+    )
+
+
+async def test_room_uuid_derived_so_a_deleted_room_comes_back_the_same(store: ChatStore) -> None:
+    room = await store.find_or_create_room("GLOBAL", "gone", "", now=1.0)
+    assert room.uuid == sql.room_uuid_for("GLOBAL", "gone") != sql.room_uuid_for("NODE", "gone")
+    assert await sweep(store, vacant_before=2.0) == 1
+    assert await store.room(room.uuid) is None and await store.find_room("GLOBAL", "gone") is None
+    assert (await store.find_or_create_room("GLOBAL", "gone", "", now=3.0)).uuid == room.uuid
+
+
+async def test_room_sweep_deletes_only_rooms_without_member_or_message(store: ChatStore, db_url: str) -> None:
+    empty = [await store.find_or_create_room("NODE", f"n-{i}", "", now=1.0) for i in range(5)]
+    occupied = await store.find_or_create_room("NODE", "occupied", "", now=1.0)
+    await store.touch_member(occupied.uuid, "alice", now=10.0)
+    talked = await store.find_or_create_room("NODE", "talked", "", now=1.0)
+    await store.touch_member(talked.uuid, "alice", now=1.0)
+    await store.post(talked.uuid, "alice", "kept", client_id=None, now=2.0)
+    await store.remove_member(talked.uuid, "alice", now=3.0)  # history keeps a room
+    left = await store.find_or_create_room("NODE", "left", "", now=1.0)
+    await store.touch_member(left.uuid, "alice", now=1.0)
+    await store.remove_member(left.uuid, "alice", now=50.0)  # vacant since the last one left
+    expired = await store.find_or_create_room("NODE", "expired", "", now=1.0)
+    await store.touch_member(expired.uuid, "bob", now=1.0)
+    await store.expire_members(5.0, now=60.0)  # presence timeout: vacant since the sweep
+    assert [await sweep(store, vacant_before=10.0, limit=3) for _ in range(3)] == [3, 2, 0]  # in batches
+    assert await sweep(store, vacant_before=55.0) == 1  # "left"
+    assert await sweep(store, vacant_before=65.0) == 1  # "expired"
+    assert await sweep(store, vacant_before=1e9) == 0
+    for gone in [*empty, left, expired]:
+        assert await store.room(gone.uuid) is None
+    assert await store.room(occupied.uuid) == occupied and await store.room(talked.uuid) is not None
+    assert count_rows(db_url, "rooms") == 2
+
+
+async def test_room_sweep_keeps_a_room_in_its_first_hour(store: ChatStore) -> None:
+    """A room counts against its creator's cap for an hour: deleting it sooner would free the cap."""
+    await store.find_or_create_room("GLOBAL", "young", "", now=100.0)
+    assert await sweep(store, vacant_before=1000.0, created_before=100.0) == 0
+    assert await sweep(store, vacant_before=1000.0, created_before=100.5) == 1
+
+
+async def test_room_creation_capped_per_user_and_hour(store: ChatStore) -> None:
+    def create(name: str, now: float, user: str = "mallory") -> Any:
+        return store.find_or_create_room("GLOBAL", name, "", now=now, creator=user, hourly_cap=3)
+
+    for i in range(3):
+        await create(f"r{i}", 1000.0 + i)
+    with pytest.raises(CreationLimited):
+        await create("r3", 1010.0)
+    assert (await create("r0", 1010.0)).type_object == "r0"  # an existing room: nothing created
+    await create("other", 1010.0, user="alice")  # each user has their own cap
+    await store.find_or_create_room("GLOBAL", "uncounted", "", now=1010.0)  # no creator: no cap
+    with pytest.raises(CreationLimited):
+        await create("r3", 4599.0)
+    await create("r3", 4600.0)  # an hour after the first creation
+    assert await store.find_room("GLOBAL", "r3") is not None
 
 
 # --- posts and group commit ----------------------------------------------------------------------
@@ -393,13 +461,13 @@ async def test_members_touch_remove_and_list(store: ChatStore, room: RoomRecord)
     assert await store.touch_member(room.uuid, "alice", now=1.0) is True
     assert await store.touch_member(room.uuid, "carol", now=2.0) is False
     assert await store.members(room.uuid) == ["alice", "carol"]
-    assert await store.remove_member(room.uuid, "carol") is True
-    assert await store.remove_member(room.uuid, "carol") is False
+    assert await store.remove_member(room.uuid, "carol", now=3.0) is True
+    assert await store.remove_member(room.uuid, "carol", now=3.0) is False
     assert await store.members(room.uuid) == ["alice"]
     for call in (
         store.members("missing"),
         store.touch_member("missing", "a", now=1.0),
-        store.remove_member("missing", "a"),
+        store.remove_member("missing", "a", now=1.0),
     ):
         with pytest.raises(NotFound):
             await call
@@ -418,8 +486,8 @@ async def test_expire_members_removes_only_the_silent(store: ChatStore, room: Ro
     await store.touch_member(room.uuid, "fresh", now=30.0)  # a heartbeat
     await store.touch_member(other.uuid, "old", now=5.0)
     await store.touch_member(other.uuid, "older", now=4.0)
-    assert await store.expire_members(20.0) == {room.uuid: ["old"], other.uuid: ["old", "older"]}
-    assert await store.expire_members(20.0) == {}
+    assert await store.expire_members(20.0, now=40.0) == {room.uuid: ["old"], other.uuid: ["old", "older"]}
+    assert await store.expire_members(20.0, now=40.0) == {}
     assert await store.members(room.uuid) == ["fresh"]
     assert await store.members(other.uuid) == []
 
@@ -436,7 +504,7 @@ async def test_expire_members_concurrent_sweeps_report_each_once(
 
     async def sweep(gateway: ChatStore) -> None:
         for _ in range(3):
-            swept.append(await gateway.expire_members(2.0))
+            swept.append(await gateway.expire_members(2.0, now=3.0))
 
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as sweeps:
@@ -720,13 +788,13 @@ async def test_sqlite_memory_url_serves_threads(nursery: trio.Nursery) -> None:
 def test_migrate_upgrade_twice_is_noop(db_url: str) -> None:
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0002"
+    assert migrate.current(db_url) == migrate.head() == "0003"
     engine = make_engine(db_url, role="migrate")
     with engine.begin() as connection:
         columns = "uuid, type, type_object, label, created_at, last_updated"
         connection.execute(text(f"INSERT INTO rooms ({columns}) VALUES ('r', 'GLOBAL', 'all', 'All', 1, 1)"))
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == "0002"
+    assert migrate.current(db_url) == "0003"
     assert count_rows(db_url, "rooms") == 1
     with engine.connect() as connection:
         assert set(inspect(connection).get_table_names()) == {
@@ -792,6 +860,45 @@ async def test_migrate_0001_database_keeps_its_messages_and_gains_info(db_url: s
         assert (message.text, message.info) == ("from 0001", {})
         record, _ = await store.post("r", "bob", "with info", client_id=None, now=2, info={"k": "v"})
         assert (await store.latest("r", 0, 1))[0].info == {"k": "v"} == record.info
+        nursery.cancel_scope.cancel()
+
+
+async def test_migrate_0002_database_cleaned_and_its_empty_rooms_made_vacant(db_url: str) -> None:
+    """Labels and ClientMessageIds stored raw before 0003 stop reaching members; rooms already empty
+    get swept like any other; rooms made before keep their uuids and are not counted in any cap."""
+    from alembic import command
+
+    command.upgrade(migrate.alembic_config(db_url), "0002")
+    engine = make_engine(db_url, role="migrate")
+    with engine.begin() as connection:
+        columns = "uuid, type, type_object, label, created_at, last_updated, next_seq"
+        rooms = [("r-xss", "x", "<img src=x onerror=alert(1)>Lobby", 2), ("r-empty", "e", "Empty & quiet", 1),
+                 ("r-member", "m", "", 1)]  # fmt: skip
+        for room_uuid, type_object, label, next_seq in rooms:
+            connection.execute(
+                text(f"INSERT INTO rooms ({columns}) VALUES (:u, 'GLOBAL', :o, :l, 1, 1, :n)"),
+                {"u": room_uuid, "o": type_object, "l": label, "n": next_seq},
+            )
+        member = (
+            'INSERT INTO members (room_id, "user", last_seen) SELECT id, :who, 1 FROM rooms WHERE uuid = :u'
+        )
+        connection.execute(text(member), {"who": "bob", "u": "r-member"})
+        for seq, client_id in enumerate(["<img src=x onerror=alert(1)>", "c-1", None, "x" * 100], start=1):
+            connection.execute(
+                text("INSERT INTO messages (room_id, seq, uuid, client_id, author, text, timestamp) "
+                     "SELECT id, :seq, :uuid, :client_id, 'alice', 'hi', 1 FROM rooms WHERE uuid = 'r-xss'"),
+                {"seq": seq, "uuid": f"m-{seq}", "client_id": client_id},
+            )  # fmt: skip
+    engine.dispose()
+    migrate.upgrade(db_url)
+    store = ChatStore(db_url)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        room = await store.room("r-xss")
+        assert room is not None and room.label == "Lobby"
+        assert [m.client_id for m in await store.latest("r-xss", 0, 10)] == [None, "c-1", None, None]
+        assert await sweep(store, vacant_before=2.0, created_before=2.0) == 1  # only the empty one
+        assert await store.room("r-empty") is None and await store.room("r-member") is not None
         nursery.cancel_scope.cancel()
 
 

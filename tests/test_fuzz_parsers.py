@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from gateway.admin.requests import PublishError, parse_publish_body
 from gateway.chat import protocol as chat
+from gateway.chat import sanitise
 from gateway.protocol import (
     AuthError,
     ErrorCode,
@@ -240,10 +241,11 @@ def test_fuzz_decode_then_parse_request(data: str) -> None:
 
 
 text_fields = st.text(max_size=20)
+identifiers = text_fields.filter(lambda t: t and not any(c in t for c in "<>") and t.isprintable())
 valid_rooms = st.fixed_dictionaries(
     {
         "Type": st.sampled_from(["GLOBAL", "WORKSPACE", "USER", "NODE"]),
-        "RoomTypeObject": text_fields.filter(bool),
+        "RoomTypeObject": identifiers,
     },
     optional={
         "Uuid": text_fields,
@@ -256,7 +258,7 @@ valid_messages = st.fixed_dictionaries(
     {"Message": text_fields.filter(lambda t: t != "PING"), "RoomUuid": text_fields.filter(bool)},
     optional={
         "Uuid": text_fields,
-        "ClientMessageId": text_fields,
+        "ClientMessageId": st.from_regex(sanitise.CLIENT_ID, fullmatch=True) | st.just(""),
         "Author": text_fields,
         "Seq": st.integers(0, 99),
         "Timestamp": st.just("1"),
@@ -272,8 +274,8 @@ def test_fuzz_parse_request_round_trip(kind: str, room: Json, message: Json) -> 
         assume(message.get("Uuid"))
     request = chat.parse_request({"@type": kind, "Room": room, "Message": message})
     assert request.kind == kind
-    assert request.room == chat.RoomRef(room.get("Uuid") or None, room["Type"], room["RoomTypeObject"],
-                                        room.get("RoomLabel", ""))  # fmt: skip
+    label = sanitise.clean_label(room["RoomLabel"]) if room.get("RoomLabel") else ""
+    assert request.room == chat.RoomRef(room.get("Uuid") or None, room["Type"], room["RoomTypeObject"], label)
     assert request.message == chat.MessageIn(
         message.get("Uuid") or None,
         message["RoomUuid"],

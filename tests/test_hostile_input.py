@@ -543,7 +543,8 @@ def joins(count: int, prefix: str) -> bytes:
 
 
 async def test_hostile_join_flood_default_limits(harness: Harness) -> None:
-    """Thousands of JOINs at once: the rate limit closes the session; the room limit holds meanwhile."""
+    """Thousands of JOINs of fresh rooms at once: the rate limit closes the session; the user's room
+    creation cap holds meanwhile (before it, rooms were never deleted: one user made thousands)."""
     settings = harness.gateway.settings
     with trio.fail_after(60):
         async with raw_client(harness, "/chat") as client:
@@ -553,10 +554,10 @@ async def test_hostile_join_flood_default_limits(harness: Harness) -> None:
             await until_closed(client)
         errors = [m["error"] for m in client.texts() if m["@type"] == "error"]
         joined = [m for m in client.texts() if m["@type"] == "ROOM_UPDATE"]
-        assert len(joined) == settings.chat_max_rooms_per_session
+        assert len(joined) == settings.chat_rooms_created_per_hour < settings.chat_max_rooms_per_session
         assert errors[-1] == "rate_limited" and client.close_code() == 1008
-        assert set(errors[:-1]) == {"too_many_rooms"}
-        assert stored_rooms(settings) == settings.chat_max_rooms_per_session  # refused JOINs create nothing
+        assert set(errors[:-1]) == {"room_creation_limited"}
+        assert stored_rooms(settings) == settings.chat_rooms_created_per_hour  # refused JOINs create nothing
         await assert_serves_well_behaved_clients(harness)
 
 
@@ -566,8 +567,9 @@ async def test_hostile_join_flood_default_limits(harness: Harness) -> None:
 async def test_hostile_join_flood_memory_and_rooms_bounded(
     nursery: trio.Nursery, settings: Settings, floods: int
 ) -> None:
-    """Thousands of JOINs with the rate limit lifted: the room limit holds, memory stays flat."""
-    quiet = {"chat_history_on_join": False, "ping_interval": 3600.0, "chat_presence_timeout": 3600.0}
+    """Thousands of JOINs with the rate limits lifted: the room limit holds, memory stays flat."""
+    quiet = {"chat_history_on_join": False, "ping_interval": 3600.0, "chat_presence_timeout": 3600.0,
+             "chat_rooms_created_per_hour": 1_000_000}  # fmt: skip
     harness = await Harness(nursery, settings.with_changes(**UNLIMITED, **quiet)).start()
     limit = settings.chat_max_rooms_per_session
     with trio.fail_after(60 * floods):

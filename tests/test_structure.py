@@ -45,6 +45,7 @@ PURE_MODULES = [
     "gateway.cells.protojson",
     "gateway.cells.codec",
     "gateway.chat.protocol",
+    "gateway.chat.sanitise",
     "gateway.chat.records",
     "gateway.chat.rules",
     "gateway.chat.events",

@@ -4,9 +4,13 @@
 - ``rules``     who may join which room (pure)
 - ``access``    the node check asked to the platform, and ``check_room`` (rules + node check)
 - ``service``   the chat endpoint: the requests
+- ``lookup``    which stored room a request names, and when a missing one is created
+- ``history``   one HISTORY page sent: bounded in messages and in bytes
 - ``rooms``     this instance's sessions in each room, and the fan-out to them
 - ``presence``  who is in which room over time: timeouts, departures, returns
-- ``posting``   what may be posted: cleaned text within limits, at a bounded rate per user
+- ``sweeper``   rooms with no member and no message deleted after ``chat_empty_room_ttl``
+- ``sanitise``  what users write, made safe to store and show: text, labels, identifiers (pure)
+- ``posting``   how often a user may post: a bounded rate per user
 - ``events``    the chat events between instances, on the bus (pure)
 - ``records``   what the store returns and raises (pure)
 - ``store``     ``ChatStore``: reads on a thread pool, writes through one group-committing writer

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # Alembic is imported only when a migration has to run (it co
 MIGRATIONS_DIR_ENV: Final = "GATEWAY_MIGRATIONS_DIR"
 # The newest migration script. A database already there is recognised without importing Alembic,
 # which keeps the usual restart fast; tests/test_chat_store.py checks it matches the scripts.
-HEAD_REVISION: Final = "0002"
+HEAD_REVISION: Final = "0003"
 
 # Alembic keeps the running migration in module globals (alembic.context, alembic.op): two upgrades
 # in one process at the same time would trample each other.

@@ -60,10 +60,20 @@ class Base(DeclarativeBase):
 
 
 class Room(Base):
-    """A chat room, found by (type, type_object); ``next_seq`` numbers its messages."""
+    """A chat room, found by (type, type_object); ``next_seq`` numbers its messages.
+
+    ``created_by`` (None for rooms made before release 0003) counts against its creator's hourly
+    cap; ``vacant_since`` is when its last member left while it held no message: the empty-room
+    sweep deletes it ``chat_empty_room_ttl`` later, unless someone came back or posted meanwhile.
+    """
 
     __tablename__ = "rooms"
-    __table_args__ = (UniqueConstraint("type", "type_object"),)
+    __table_args__ = (
+        UniqueConstraint("type", "type_object"),
+        # The creation cap counts a user's rooms of the last hour; the sweep reads the oldest vacancies.
+        Index("ix_rooms_created_by", "created_by", "created_at"),
+        Index("ix_rooms_vacant_since", "vacant_since"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True)
@@ -73,6 +83,8 @@ class Room(Base):
     created_at: Mapped[float] = mapped_column(Double)
     last_updated: Mapped[float] = mapped_column(Double)
     next_seq: Mapped[int] = mapped_column(Integer, server_default=sql_text("1"))
+    created_by: Mapped[str | None] = mapped_column(Text)
+    vacant_since: Mapped[float | None] = mapped_column(Double)
 
 
 class Member(Base):

@@ -18,7 +18,7 @@ from typing import Final
 
 import trio
 
-from gateway.chat.records import StoreUnavailable
+from gateway.chat.records import NotFound, StoreUnavailable
 from gateway.chat.store import ChatStore
 from gateway.metrics import Metrics
 
@@ -106,7 +106,7 @@ class Presence:
             await trio.sleep(SWEEP_INTERVAL)
             now = self._clock()
             try:
-                expired = await self._store.expire_members(outage.cutoff(now, self._timeout))
+                expired = await self._store.expire_members(outage.cutoff(now, self._timeout), now=now)
                 outage.up(now)
                 for room_uuid in expired:
                     await self._announce(room_uuid)
@@ -122,8 +122,10 @@ class Presence:
             if self._present(room_uuid, user):
                 continue  # another of the user's sessions is still in the room
             try:
-                if await self._store.remove_member(room_uuid, user):
+                if await self._store.remove_member(room_uuid, user, now=self._clock()):
                     await self._announce(room_uuid, left=user)
+            except NotFound:
+                pass  # the room was deleted while empty (the user had timed out): left already
             except StoreUnavailable as exc:
                 log.warning("could not record that %s left a room: %s", user, exc)
             except Exception:
@@ -136,6 +138,8 @@ class Presence:
             try:
                 if await self._store.touch_member(room_uuid, user, now=self._clock()):
                     await self._announce(room_uuid)
+            except NotFound:
+                pass  # deleted while empty: the session's next heartbeat brings it back
             except StoreUnavailable as exc:
                 log.warning("could not record that %s is still in a room: %s", user, exc)
             except Exception:

@@ -3,7 +3,8 @@
 Client requests are ``{"@type": JOIN|LEAVE|POST|HISTORY|DELETE_MSG, "Room": ChatRoom,
 "Message": ChatMessage}`` with the platform's field names. Unknown fields and wrong types are
 refused with ``bad_message`` (the platform's own parser refused unknown fields too); fields the
-server owns (Author, Timestamp, Users, LastUpdated) are accepted and ignored.
+server owns (Author, Timestamp, Users, LastUpdated) are accepted and ignored. Fields that other
+users will see are cleaned or checked here (``chat.sanitise``), the message text by the service.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.chat.records import MessageRecord, RoomRecord
+from gateway.chat.sanitise import check_client_id, check_identifier, clean_label
 from gateway.protocol import ErrorCode, JsonObject, ProtocolError
 
 JOIN: Final = "JOIN"
@@ -64,7 +66,7 @@ MAX_INFO_ENTRIES: Final = 32
 MAX_INFO_KEY: Final = 128
 MAX_INFO_VALUE: Final = 4096
 _MAX_TYPE_OBJECT: Final = 512
-_MAX_LABEL: Final = 256
+_MAX_RAW_LABEL: Final = 1024  # before cleaning; the cleaned label is bounded by clean_label
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +164,13 @@ def _room(raw: object) -> RoomRef:
     kind = fields.get("Type") or GLOBAL  # GLOBAL is the enum's zero value: omitted by the platform
     if kind not in ROOM_TYPES:
         raise ProtocolError(ErrorCode.UNKNOWN_ROOM_TYPE, f"unknown room type {str(kind)[:40]!r}")
+    type_object = _bounded(fields.get("RoomTypeObject"), "Room.RoomTypeObject", _MAX_TYPE_OBJECT) or ""
+    label = _bounded(fields.get("RoomLabel"), "Room.RoomLabel", _MAX_RAW_LABEL) or ""
     return RoomRef(
         uuid=_bounded(fields.get("Uuid"), "Room.Uuid", _MAX_ID) or None,
         type=kind,
-        type_object=_bounded(fields.get("RoomTypeObject"), "Room.RoomTypeObject", _MAX_TYPE_OBJECT) or "",
-        label=_bounded(fields.get("RoomLabel"), "Room.RoomLabel", _MAX_LABEL) or "",
+        type_object=check_identifier(type_object, "Room.RoomTypeObject"),
+        label=clean_label(label) if label else "",
     )
 
 
@@ -176,7 +180,7 @@ def _message(raw: object) -> MessageIn:
         uuid=_bounded(fields.get("Uuid"), "Message.Uuid", _MAX_ID) or None,
         room_uuid=_bounded(fields.get("RoomUuid"), "Message.RoomUuid", _MAX_ID) or None,
         text=fields.get("Message"),
-        client_id=_bounded(fields.get("ClientMessageId"), "Message.ClientMessageId", _MAX_ID) or None,
+        client_id=check_client_id(client_id) if (client_id := fields.get("ClientMessageId")) else None,
         info=_info(fields.get("Info")),
     )
 
@@ -301,7 +305,8 @@ def delete_frame_json(message: JsonObject) -> JsonObject:
 
 
 def may_have_more(room_uuid: str, page: Page, messages: Sequence[MessageRecord]) -> JsonObject:
-    """Sent after a full page: where the next page starts, in the form that was asked.
+    """Sent after a full page (or one cut short by its size in bytes): where the next page starts,
+    in the form that was asked.
 
     Offset and Before pages walk back in time (the next page is older); After pages walk forward.
     """
@@ -312,7 +317,7 @@ def may_have_more(room_uuid: str, page: Page, messages: Sequence[MessageRecord])
         "Limit": page.limit,
     }
     if page.offset is not None:
-        frame["Offset"] = page.offset + page.limit
+        frame["Offset"] = page.offset + len(messages)
     elif page.after is not None:
         frame["After"] = messages[-1].seq
     else:

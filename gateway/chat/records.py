@@ -6,7 +6,8 @@ Exceptions::
     ├── StoreUnavailable       the database cannot be used now (locked, read-only, full, unreachable,
     │                          store stopped); try again later. The message is safe to show users.
     ├── NotFound               no such room or message (or the message is deleted)
-    └── Forbidden              this user may not edit or delete that message
+    ├── Forbidden              this user may not edit or delete that message
+    └── CreationLimited        this user created as many rooms as the last hour allows
 """
 
 from __future__ import annotations
@@ -62,3 +63,7 @@ class NotFound(StoreError):
 
 class Forbidden(StoreError):
     """The user may not change this message."""
+
+
+class CreationLimited(StoreError):
+    """The user created their hourly quota of rooms already."""

@@ -10,7 +10,6 @@ same. Who is in a room over time is ``chat.presence``'s; who may enter it, ``cha
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -20,16 +19,25 @@ from typing import Any, Final
 import trio
 
 from gateway.bus.base import Bus, BusError
-from gateway.chat import events
+from gateway.chat import events, history, lookup
 from gateway.chat import protocol as chat
 from gateway.chat.access import NodeAccess, check_room
-from gateway.chat.posting import PostRates, clean_text
+from gateway.chat.posting import PostRates
 from gateway.chat.presence import Presence
 from gateway.chat.protocol import ChatRequest, Page, RoomRef
-from gateway.chat.records import Forbidden, MessageRecord, NotFound, RoomRecord, StoreUnavailable
+from gateway.chat.records import (
+    CreationLimited,
+    Forbidden,
+    MessageRecord,
+    NotFound,
+    RoomRecord,
+    StoreUnavailable,
+)
 from gateway.chat.rooms import Joined, LocalRooms, release_held
 from gateway.chat.rules import Grant
+from gateway.chat.sanitise import clean_text
 from gateway.chat.store import ChatStore
+from gateway.chat.sweeper import RoomSweeper
 from gateway.config import Settings
 from gateway.identity import Identity
 from gateway.metrics import Metrics
@@ -75,6 +83,7 @@ class ChatService:
             announce=self._announce_members,
         )
         self._post_rates = PostRates(settings.chat_posts_per_second, settings.chat_post_burst)
+        self.sweeper = RoomSweeper(store, ttl=settings.chat_empty_room_ttl, clock=lambda: self.clock())
 
     # -- background tasks -------------------------------------------------------------------
 
@@ -82,6 +91,7 @@ class ChatService:
         async with trio.open_nursery() as nursery:
             await nursery.start(self._consume_bus)
             await nursery.start(self.presence.run)
+            await nursery.start(self.sweeper.run)
             task_status.started()
 
     async def _consume_bus(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -141,6 +151,20 @@ class ChatService:
             raise ProtocolError(
                 ErrorCode.STORE_UNAVAILABLE, f"chat history unavailable: {exc}", **_context(request)
             ) from None
+        except CreationLimited:
+            cap = self.settings.chat_rooms_created_per_hour
+            raise ProtocolError(
+                ErrorCode.ROOM_CREATION_LIMITED,
+                f"a user may create {cap} rooms an hour; join an existing room or try later",
+                **_context(request),
+            ) from None
+        except NotFound:  # deleted by the empty-room sweep while this session was in it
+            named = request.room or RoomRef(request.room_uuid, chat.GLOBAL, "", "")
+            if (gone := self.rooms.joined_room(session, identity, named)) is not None:
+                self.rooms.detach(session, gone.room.uuid)
+            raise ProtocolError(
+                ErrorCode.NOT_MEMBER, "the room was deleted while empty; JOIN it again", **_context(request)
+            ) from None
         except ProtocolError as err:
             err.context.update(_context(request))
             raise
@@ -158,20 +182,17 @@ class ChatService:
         self, session: Session, identity: Identity, named: RoomRef, *, create: bool
     ) -> Joined | None:
         """Join a room when access allows: a JOIN creates it if missing; a heartbeat or a request for
-        a room the session is not in (Cells' client after a reconnect) only re-attaches to it."""
-        ref = await self._join_target(identity, named, missing_ok=not create)
+        a room the session is not in (Cells' client after a reconnect) only re-attaches to it, or
+        brings back a room deleted while empty that it names by Uuid, Type and RoomTypeObject."""
+        ref = await lookup.join_target(self.store, identity, named, missing_ok=not create)
         if ref is None:
             return None  # nothing to re-attach to
         grant = await check_room(identity, session.token, ref, self.nodes)
         rejoin = self._check_room_limit(session, grant)
-        now = self.clock()
-        if create:
-            room = await self.store.find_or_create_room(grant.type, grant.type_object, ref.label, now=now)
-        elif (found := await self.store.find_room(grant.type, grant.type_object)) is not None:
-            room = found
-        else:
+        cap = self.settings.chat_rooms_created_per_hour
+        room = await lookup.enter(self.store, identity, grant, ref, create=create, now=self.clock(), cap=cap)
+        if room is None:
             return None
-        await self.store.touch_member(room.uuid, identity.user, now=now)
         entry = Joined(room, ref, held=[] if self.settings.chat_history_on_join else None)
         self.rooms.attach(session, entry)
         try:
@@ -192,26 +213,6 @@ class ChatService:
         if joined is None:
             raise ProtocolError(ErrorCode.NOT_MEMBER, "join the room first")
         return joined
-
-    async def _join_target(
-        self, identity: Identity, ref: RoomRef, *, missing_ok: bool = False
-    ) -> RoomRef | None:
-        """The room a JOIN names: by Type and RoomTypeObject, or by the Uuid of a stored room
-        (a Uuid of no room: None with ``missing_ok``, else room_forbidden)."""
-        if ref.type_object or not ref.uuid:
-            return ref
-        room = await self.store.room(ref.uuid)
-        if room is None and missing_ok:
-            return None
-        if room is None:
-            raise ProtocolError(ErrorCode.ROOM_FORBIDDEN, "no such room, or not yours")
-        type_object = room.type_object
-        if room.type == chat.USER:
-            pair = json.loads(room.type_object)
-            if identity.user not in pair:
-                raise ProtocolError(ErrorCode.ROOM_FORBIDDEN, "no such room, or not yours")
-            type_object = chat.user_room_peer(room.type_object, identity.user)
-        return RoomRef(None, room.type, type_object, ref.label or room.label)
 
     def _check_room_limit(self, session: Session, grant: Grant) -> bool:
         """Refuse a room over the per-session limit before the store is asked (no room created);
@@ -245,8 +246,13 @@ class ChatService:
         if joined is None:  # after a reconnect or a restart: the heartbeat brings the session back
             await self._enter(session, identity, ref, create=False)
             return
-        if await self.store.touch_member(joined.room.uuid, identity.user, now=self.clock()):
-            await self._announce_members(joined.room.uuid)  # came back after timing out
+        try:
+            if await self.store.touch_member(joined.room.uuid, identity.user, now=self.clock()):
+                await self._announce_members(joined.room.uuid)  # came back after timing out
+        except NotFound:  # silent long enough for the room to be deleted while empty: bring it back
+            self.rooms.detach(session, joined.room.uuid)
+            known = RoomRef(joined.room.uuid, joined.ref.type, joined.ref.type_object, "")
+            await self._enter(session, identity, known, create=False)
 
     async def _leave(self, session: Session, identity: Identity, request: ChatRequest) -> None:
         assert request.room is not None
@@ -255,10 +261,13 @@ class ChatService:
             return  # leaving a room one is not in: nothing to do, nothing to say (as in Cells)
         room = joined.room
         self.rooms.detach(session, room.uuid)
-        removed = not self.rooms.user_present(room.uuid, identity.user) and await self.store.remove_member(
-            room.uuid, identity.user
-        )
-        users = await self.store.members(room.uuid)
+        try:
+            removed = not self.rooms.user_present(room.uuid, identity.user) and (
+                await self.store.remove_member(room.uuid, identity.user, now=self.clock())
+            )
+            users = await self.store.members(room.uuid)
+        except NotFound:
+            return  # deleted while empty: the session has left it all the same
         session.send_json(chat.room_update(room, users, identity.user))
         if removed:
             await self._publish(events.members(room, users, left=identity.user))
@@ -339,19 +348,8 @@ class ChatService:
     async def _send_history(
         self, session: Session, room: RoomRecord, users: list[str], page: Page
     ) -> list[MessageRecord]:
-        if page.before is not None:
-            records = await self.store.before(room.uuid, page.before, page.limit)
-        elif page.after is not None:
-            records = await self.store.after(room.uuid, page.after, page.limit)
-        else:
-            records = await self.store.latest(room.uuid, page.offset or 0, page.limit)
-        viewer = session.identity.user if session.identity else ""
-        session.send_json(chat.room_update(room, users, viewer))
-        for record in records:
-            session.send_json(chat.message_json(record))
-        if records and len(records) == page.limit:
-            session.send_json(chat.may_have_more(room.uuid, page, records))
-        return records
+        records = await history.read(self.store, room.uuid, page)
+        return history.send(session, room, users, page, records, self.settings.chat_history_page_bytes)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -359,9 +357,12 @@ class ChatService:
         return f"{self.instance}:{session.id}"
 
     async def _announce_members(self, room_uuid: str, *, left: str | None = None) -> None:
-        room = await self.store.room(room_uuid)
+        try:
+            room = await self.store.room(room_uuid)
+            users = await self.store.members(room_uuid) if room is not None else []
+        except NotFound:
+            return  # deleted while empty meanwhile: nobody is left to tell
         if room is not None:
-            users = await self.store.members(room_uuid)
             await self._publish(events.members(room, users, left=left))
 
     async def _publish(self, data: bytes) -> None:

@@ -20,6 +20,8 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    exists,
+    func,
     insert,
     select,
     update,
@@ -28,7 +30,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import BindParameter
 
 from gateway.chat.models import Member, Message, Room
-from gateway.chat.records import Edit, Forbidden, MessageRecord, NotFound, RoomRecord
+from gateway.chat.records import CreationLimited, Edit, Forbidden, MessageRecord, NotFound, RoomRecord
 
 AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
@@ -53,6 +55,11 @@ _MESSAGE_COLUMNS: Final = tuple(
 )
 _NOW: Final[BindParameter[float]] = bindparam("p_now", type_=Double())
 
+# Room uuids are derived from (type, type_object): a room deleted while empty comes back with the
+# same uuid, on any gateway, and a client never chooses one.
+ROOM_NAMESPACE: Final = uuid.UUID("318474d1-247a-4fdc-ba5a-64348e491818")
+CREATION_WINDOW: Final = 3600.0  # chat_rooms_created_per_hour counts the rooms of this many seconds
+
 _ROOM_ID: Final = select(_rooms.c.id).where(_rooms.c.uuid == bindparam("p_room"))
 _ROOM_BY_UUID: Final = select(*_ROOM_COLUMNS).where(_rooms.c.uuid == bindparam("p_room"))
 _ROOM_BY_KEY: Final = select(*_ROOM_COLUMNS).where(
@@ -67,6 +74,7 @@ _ALLOCATE_SEQS: Final = (
     .values(
         next_seq=_rooms.c.next_seq + bindparam("p_count", type_=Integer()),
         last_updated=case((_rooms.c.last_updated > _NOW, _rooms.c.last_updated), else_=_NOW),
+        vacant_since=None,  # a room with a message is kept
     )
     .returning(_rooms.c.next_seq)
 )
@@ -107,6 +115,31 @@ _EXPIRE_MEMBERS: Final = (
 _ROOM_UUIDS: Final = select(_rooms.c.id, _rooms.c.uuid).where(
     _rooms.c.id.in_(bindparam("p_ids", expanding=True))
 )
+_CREATED_BY: Final = select(func.count()).where(
+    _rooms.c.created_by == bindparam("p_user"), _rooms.c.created_at > bindparam("p_since")
+)
+_NO_MEMBER: Final = ~exists().where(_members.c.room_id == _rooms.c.id)
+_OCCUPIED: Final = update(_rooms).where(_rooms.c.id == bindparam("p_room_id")).values(vacant_since=None)
+# Rooms whose last member just left, if they hold no message: vacant from now.
+_VACATED: Final = (
+    update(_rooms)
+    .where(_rooms.c.id.in_(bindparam("p_ids", expanding=True)), _rooms.c.next_seq == 1, _NO_MEMBER)
+    .values(vacant_since=_NOW)
+)
+_VACANT: Final = (
+    select(_rooms.c.id)
+    .where(
+        _rooms.c.vacant_since < bindparam("p_vacant_before", type_=Double()),
+        _rooms.c.created_at < bindparam("p_created_before", type_=Double()),
+        _rooms.c.next_seq == 1,
+        _NO_MEMBER,
+    )
+    .order_by(_rooms.c.vacant_since)
+    .limit(bindparam("p_limit"))
+)
+_DELETE_ROOMS: Final = delete(_rooms).where(
+    _rooms.c.id.in_(bindparam("p_ids", expanding=True)), _rooms.c.next_seq == 1, _NO_MEMBER
+)
 
 
 def room_record(row: AnyRow) -> RoomRecord:
@@ -146,14 +179,50 @@ def find_room(connection: Connection, type: str, type_object: str) -> RoomRecord
     return None if row is None else room_record(row)
 
 
-def create_room(connection: Connection, type: str, type_object: str, label: str, now: float) -> RoomRecord:
+def room_uuid_for(type: str, type_object: str) -> str:
+    """The uuid of the room of (type, type_object), every time it is created."""
+    return str(uuid.uuid5(ROOM_NAMESPACE, f"{type}\n{type_object}"))
+
+
+def create_room(
+    connection: Connection,
+    type: str,
+    type_object: str,
+    label: str,
+    now: float,
+    creator: str | None = None,
+    hourly_cap: int | None = None,
+) -> RoomRecord:
+    """The room of (type, type_object), created if missing: CreationLimited if ``creator`` made
+    ``hourly_cap`` rooms in the last hour already."""
     # Another request of the same batch may have created it since the caller looked.
     found = find_room(connection, type, type_object)
     if found is not None:
         return found
-    row = {"uuid": str(uuid.uuid4()), "type": type, "type_object": type_object, "label": label}
-    connection.execute(insert(_rooms), {**row, "created_at": now, "last_updated": now, "next_seq": 1})
-    return RoomRecord(row["uuid"], type, type_object, label, float(now))
+    if creator is not None and hourly_cap is not None:
+        since = now - CREATION_WINDOW
+        made = connection.execute(_CREATED_BY, {"p_user": creator, "p_since": since}).scalar_one()
+        if made >= hourly_cap:
+            raise CreationLimited(f"{creator} created {made} rooms in the last hour")
+    room_uuid = room_uuid_for(type, type_object)
+    row = {"uuid": room_uuid, "type": type, "type_object": type_object, "label": label, "created_by": creator}
+    # Vacant from the start: a room whose creator never made it in is deleted like any empty one.
+    times = {"created_at": now, "last_updated": now, "vacant_since": now}
+    connection.execute(insert(_rooms), {**row, **times, "next_seq": 1})
+    return RoomRecord(room_uuid, type, type_object, label, float(now))
+
+
+def delete_vacant_rooms(
+    connection: Connection, vacant_before: float, created_before: float, limit: int
+) -> int:
+    """Delete up to ``limit`` rooms vacant since before ``vacant_before`` (no member, no message) and
+    created before ``created_before``; how many were deleted."""
+    params = {"p_vacant_before": vacant_before, "p_created_before": created_before, "p_limit": limit}
+    ids = list(connection.execute(_VACANT, params).scalars())
+    if not ids:
+        return 0
+    # Checked again as it deletes: a member who arrived since the select keeps the room.
+    return int(connection.execute(_DELETE_ROOMS, {"p_ids": ids}).rowcount)
 
 
 def _live_message_for_update(connection: Connection, message_uuid: str) -> AnyRow:
@@ -217,12 +286,16 @@ def touch_member(connection: Connection, room_uuid: str, user: str, now: float) 
     if connection.execute(_SEEN_MEMBER, {**member, "last_seen": now}).rowcount:
         return False
     connection.execute(insert(_members), {"room_id": member["p_room_id"], "user": user, "last_seen": now})
+    connection.execute(_OCCUPIED, {"p_room_id": member["p_room_id"]})
     return True
 
 
-def remove_member(connection: Connection, room_uuid: str, user: str) -> bool:
+def remove_member(connection: Connection, room_uuid: str, user: str, now: float) -> bool:
     member = {"p_room_id": _room_id(connection, room_uuid), "p_user": user}
-    return bool(connection.execute(_REMOVE_MEMBER, member).rowcount)
+    if not connection.execute(_REMOVE_MEMBER, member).rowcount:
+        return False
+    connection.execute(_VACATED, {"p_ids": [member["p_room_id"]], "p_now": now})
+    return True
 
 
 def member_list(connection: Connection, room_uuid: str) -> list[str]:
@@ -230,11 +303,12 @@ def member_list(connection: Connection, room_uuid: str) -> list[str]:
     return sorted(connection.execute(_MEMBERS, {"p_room_id": room_id}).scalars())
 
 
-def expire_members(connection: Connection, older_than: float) -> dict[str, list[str]]:
+def expire_members(connection: Connection, older_than: float, now: float) -> dict[str, list[str]]:
     removed = connection.execute(_EXPIRE_MEMBERS, {"p_before": older_than}).all()
     if not removed:
         return {}
     room_ids = sorted({row.room_id for row in removed})
+    connection.execute(_VACATED, {"p_ids": room_ids, "p_now": now})
     uuids = {row.id: row.uuid for row in connection.execute(_ROOM_UUIDS, {"p_ids": room_ids})}
     by_room: dict[str, list[str]] = {}
     for row in removed:

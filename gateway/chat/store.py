@@ -226,14 +226,36 @@ class ChatStore:
 
     # --- rooms -------------------------------------------------------------------------------
 
-    async def find_or_create_room(self, type: str, type_object: str, label: str, *, now: float) -> RoomRecord:
+    async def find_or_create_room(
+        self,
+        type: str,
+        type_object: str,
+        label: str,
+        *,
+        now: float,
+        creator: str | None = None,
+        hourly_cap: int | None = None,
+    ) -> RoomRecord:
         """The room for (type, type_object), created with ``label`` if there is none yet (an existing
-        room keeps its label). Found rooms are read without queueing behind the writer."""
+        room keeps its label); its uuid is the same every time it is created. Found rooms are read
+        without queueing behind the writer. With ``creator`` and ``hourly_cap``: CreationLimited
+        when the creator made that many rooms in the last hour."""
         found = await self._read(partial(sql.find_room, type=type, type_object=type_object))
         if found is not None:
             return found
+        create = partial(sql.create_room, type=type, type_object=type_object, label=label, now=now)
+        return await self._write(partial(create, creator=creator, hourly_cap=hourly_cap))
+
+    async def delete_vacant_rooms(self, *, vacant_before: float, created_before: float, limit: int) -> int:
+        """Delete up to ``limit`` rooms with no member and no message, vacant since before
+        ``vacant_before`` and created before ``created_before``; how many were deleted."""
         return await self._write(
-            partial(sql.create_room, type=type, type_object=type_object, label=label, now=now)
+            partial(
+                sql.delete_vacant_rooms,
+                vacant_before=vacant_before,
+                created_before=created_before,
+                limit=limit,
+            )
         )
 
     async def find_room(self, type: str, type_object: str) -> RoomRecord | None:
@@ -308,21 +330,23 @@ class ChatStore:
         """Record that ``user`` is in the room now; True if they were not a member before."""
         return await self._write(partial(sql.touch_member, room_uuid=room_uuid, user=user, now=now))
 
-    async def remove_member(self, room_uuid: str, user: str) -> bool:
-        """Take ``user`` out of the room; True if they were a member."""
-        return await self._write(partial(sql.remove_member, room_uuid=room_uuid, user=user))
+    async def remove_member(self, room_uuid: str, user: str, *, now: float) -> bool:
+        """Take ``user`` out of the room; True if they were a member. The last one out of a room
+        with no message leaves it vacant since ``now``."""
+        return await self._write(partial(sql.remove_member, room_uuid=room_uuid, user=user, now=now))
 
     async def members(self, room_uuid: str) -> list[str]:
         """The room's members, sorted (in Python: the same order on every database)."""
         return await self._read(partial(sql.member_list, room_uuid=room_uuid))
 
-    async def expire_members(self, older_than: float) -> dict[str, list[str]]:
-        """Remove members last seen before ``older_than``: ``{room_uuid: sorted users removed}``.
+    async def expire_members(self, older_than: float, *, now: float) -> dict[str, list[str]]:
+        """Remove members last seen before ``older_than``: ``{room_uuid: sorted users removed}``;
+        rooms with no message left without members are vacant since ``now``.
 
         Each removal is reported once even when several gateways sweep one database at the same time,
         so only one of them announces it.
         """
-        return await self._write(partial(sql.expire_members, older_than=older_than))
+        return await self._write(partial(sql.expire_members, older_than=older_than, now=now))
 
 
 @contextmanager

@@ -25,6 +25,7 @@ def validate(settings: Settings) -> None:
         "admin_max_batch", "chat_history_page", "chat_max_message_bytes", "chat_max_rooms_per_session",
         "chat_posts_per_second", "chat_post_burst", "chat_presence_timeout", "node_check_cache_seconds",
         "node_checks_per_second", "node_check_burst",
+        "chat_rooms_created_per_hour", "chat_empty_room_ttl", "chat_history_page_bytes",
         "cells_timeout", "cells_cache_seconds", "cells_cache_max_entries", "nats_max_buffer_bytes",
         "nats_ping_interval", "nats_connect_timeout", "nats_reconnect_min", "nats_reconnect_max",
     ]  # fmt: skip

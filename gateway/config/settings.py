@@ -148,6 +148,13 @@ class Settings:
     chat_posts_per_second: float = setting(5.0, "posts per second per user (sustained)")
     chat_post_burst: int = setting(20, "posts a user may send in a burst")
     chat_presence_timeout: float = setting(20.0, "seconds without a PING before a user leaves a room")
+    chat_rooms_created_per_hour: int = setting(20, "chat rooms one user may create in an hour")
+    chat_empty_room_ttl: float = setting(
+        3600.0, "seconds a chat room with no member and no message is kept before it is deleted"
+    )
+    chat_history_page_bytes: int = setting(
+        1 << 20, "most bytes of messages in one chat history page (a page cut short says where to go on)"
+    )
     node_check_url: str | None = setting(
         None, "URL asked whether a user may see a node, with {uuid}; the user's token is forwarded"
     )
