@@ -52,6 +52,7 @@ PURE_MODULES = [
     "gateway.bus.nats",
     "gateway.bus.nats.protocol",
     "gateway.bus.nats.servers",
+    "gateway.bus.nats.headers",
     "gateway.admin.requests",
     "gateway.delivery",
     "gateway.delivery.log",
