@@ -9,4 +9,7 @@
 - ``requests``       request/reply: the bus's wildcard reply inbox, no responders, timeouts
 - ``engine``         the connection loop: reader and writer tasks, reconnects, subscriber table
 - ``bus``            ``NatsBus``: the ``Bus`` protocol over all of the above, plus what JetStream needs
+- ``jetstream_api``  JetStream's wire API: subjects, request bodies, responses, ack subjects (pure)
+- ``jetstream``      ``JetStream``: streams, publishing with acknowledgement, ordered consumers
+- ``ordered``        ``OrderedConsumer``: a stream's messages in order, recreated on any gap
 """
