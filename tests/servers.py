@@ -85,9 +85,13 @@ class NatsServer:
                 assert self._process.returncode is None, self._log.read_text()
                 await trio.sleep(0.01)
 
-    async def stop(self) -> None:
+    async def stop(self, *, graceful: bool = False) -> None:
+        """Kill the server (as a crash would); ``graceful``: SIGTERM, which lets JetStream flush its store."""
         if self._process is not None:
-            self._process.kill()
+            if graceful:
+                self._process.terminate()
+            else:
+                self._process.kill()
             with trio.fail_after(START_TIMEOUT):
                 await self._process.wait()
             self._process = None

@@ -278,7 +278,7 @@ def test_connect_options(url: str, auth: dict[str, str]) -> None:
         "version": "1.2",
         "protocol": 1,
         "headers": True,
-        "no_responders": False,
+        "no_responders": True,
         **auth,
     }
 
@@ -286,6 +286,7 @@ def test_connect_options(url: str, auth: dict[str, str]) -> None:
 def test_connect_options_headers_only_if_supported() -> None:
     options = connect_options(Info({}), ServerAddress("h", 1), name="gw", version="1", tls=True)
     assert options["headers"] is False
+    assert options["no_responders"] is False  # the 503 status needs headers
     assert options["tls_required"] is True
 
 

@@ -53,6 +53,8 @@ PURE_MODULES = [
     "gateway.bus.nats",
     "gateway.bus.nats.protocol",
     "gateway.bus.nats.servers",
+    "gateway.bus.nats.headers",
+    "gateway.bus.nats.jetstream_api",
     "gateway.admin.requests",
     "gateway.delivery",
     "gateway.delivery.log",

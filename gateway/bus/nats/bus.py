@@ -6,8 +6,10 @@ events, so each instance sees what any instance published. Subjects are the topi
 
 No maintained trio or anyio NATS client exists (nats-py is asyncio-only), so this is a small one:
 the wire format lives in ``protocol`` (sans-IO), one connection's opening in ``connection``, the
-publish buffer in ``outbox``; this module owns one reader task and one writer task per connection,
-the subscriptions, and the reconnect loop.
+publish buffer in ``outbox``, the reader, writer and reconnect loop in ``engine``; this module is
+the public API. Besides the ``Bus`` protocol it offers what JetStream (``jetstream``) needs:
+``publish_msg`` (any subject, a reply subject, headers), ``subscribe_msgs`` (whole messages) and
+``request`` (request/reply through one wildcard inbox, see ``requests``).
 
 Guarantees and drop policy (NATS core is at-most-once; so is this bus):
 
@@ -20,7 +22,8 @@ Guarantees and drop policy (NATS core is at-most-once; so is this bus):
   after reconnecting, so it may arrive twice; bytes the kernel had accepted before the broker died
   may be lost.
 - Subscriptions survive reconnects (same sid, re-sent on every connect). Messages published by
-  other instances while this one was disconnected are not replayed (no JetStream).
+  other instances while this one was disconnected are not replayed (core NATS; a JetStream
+  consumer recreates itself where it stopped).
 - The reader never waits for a subscriber: each subscription has a bounded queue and a message for
   a full queue is dropped and counted in ``events_dropped{reason="bus_overflow"}``, so one stalled
   topic never stalls the connection (PINGs are still answered).
@@ -31,61 +34,28 @@ Guarantees and drop policy (NATS core is at-most-once; so is this bus):
 
 from __future__ import annotations
 
-import logging
-import random
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Final, TypeVar
 
 import trio
 
 from gateway.bus.base import BusError
-from gateway.bus.nats.connection import (
-    CONNECTION_ERRORS,
-    DEFAULT_MAX_PAYLOAD,
-    READ_SIZE,
-    Connection,
-    ConnectionLost,
-    open_connection,
-)
-from gateway.bus.nats.outbox import WRITE_CHUNK, Outbox
-from gateway.bus.nats.protocol import (
-    PING,
-    PONG,
-    Err,
-    Event,
-    Info,
-    Msg,
-    Ping,
-    Pong,
-    check_subject,
-    pub,
-    sub,
-    unsub,
-)
-from gateway.bus.nats.servers import ServerAddress, parse_servers
-from gateway.bus.nats.subscription import NatsSubscription
+from gateway.bus.nats.engine import NatsEngine
+from gateway.bus.nats.headers import encode_headers
+from gateway.bus.nats.protocol import Msg, check_subject, hpub, pub
+from gateway.bus.nats.requests import Inbox, NoResponders, RequestTimeout, is_no_responders
+from gateway.bus.nats.servers import parse_servers
+from gateway.bus.nats.subscription import MsgSubscription, NatsSubscription
 from gateway.metrics import Metrics
 from gateway.topics import EVENT_TOPICS
 
-log = logging.getLogger("gateway.bus.nats")
-
-_E = TypeVar("_E", bound=Event)
-
-# A write that takes longer means a dead or stuck broker: drop the connection and reconnect.
-WRITE_TIMEOUT: Final = 10.0
-# The writer waits this long after a publish wakes it, so that a burst of publishes (each one a
-# checkpoint) goes out in one write instead of one syscall per message. Control frames do not wait.
-WRITE_LINGER: Final = 0.001
-# Keepalive PINGs still unanswered when the next one is due: that many means a dead connection.
-MAX_OUTSTANDING_PINGS: Final = 2
+# The topic label of ``events_dropped`` for messages of ``publish_msg`` (any subject, so not one
+# label per subject: request inboxes are random).
+RAW_TOPIC = "nats"
 
 
-_Loop = Callable[[Connection], Awaitable[None]]
-
-
-class NatsBus:
+class NatsBus(NatsEngine):
     """The ``Bus`` over a NATS broker: see the module docstring for the guarantees."""
 
     def __init__(
@@ -103,34 +73,29 @@ class NatsBus:
         tls_ca_file: str | None = None,
         cells_subject_prefix: str | None = None,
     ) -> None:
-        self._servers = parse_servers(url)
+        servers = parse_servers(url)
+        super().__init__(
+            servers,
+            metrics=metrics,
+            max_buffer_bytes=max_buffer_bytes,
+            name=name,
+            ping_interval=ping_interval,
+            connect_timeout=connect_timeout,
+            reconnect_min=reconnect_min,
+            reconnect_max=reconnect_max,
+            # Built now so that a bad CA file fails at start, not on every reconnect.
+            ssl_context=(
+                ssl.create_default_context(cafile=tls_ca_file)
+                if tls_ca_file or any(s.tls for s in servers)
+                else None
+            ),
+        )
         # Event topics read on Cells' own subjects (bus_format = "cells"), never published on.
         self._cells_prefix = cells_subject_prefix
-        self._metrics = metrics
         self._queue_size = queue_size
-        self._name = name
-        self._ping_interval = ping_interval
-        self._connect_timeout = connect_timeout
-        self._reconnect_min = reconnect_min
-        self._reconnect_max = max(reconnect_max, reconnect_min)
-        # Built now so that a bad CA file fails at start, not on every reconnect.
-        self._ssl_context = (
-            ssl.create_default_context(cafile=tls_ca_file)
-            if tls_ca_file or any(s.tls for s in self._servers)
-            else None
-        )
-        self._subscriptions: dict[int, NatsSubscription] = {}
-        self._next_sid = 1
-        self._outbox = Outbox(max_buffer_bytes, metrics)
-        self._wakeup = trio.Event()  # set when the writer has something to do
-        self._conn: Connection | None = None
-        self._ever_connected = False
-        self._first_connect = trio.Event()
+        self._inbox: Inbox | None = None
         self._running = False
         self._closed = False
-        self.server_pings = 0  # PINGs from the broker answered (diagnostics and tests)
-        self._max_payload = DEFAULT_MAX_PAYLOAD
-        metrics.bus_connected.set(0)
 
     @property
     def connected(self) -> bool:
@@ -186,19 +151,12 @@ class NatsBus:
             check_subject(subject, wildcards=True)
         except ValueError as exc:
             raise BusError(str(exc)) from None
-        sid = self._next_sid
-        self._next_sid += 1
-        subscription = NatsSubscription(topic, subject, sid, self._queue_size, self._metrics)
-        self._subscriptions[sid] = subscription
+        subscription = NatsSubscription(topic, subject, self._new_sid(), self._queue_size, self._metrics)
+        await self._add_subscriber(subscription)
         try:
-            await self._send_sub(subscription)
             yield subscription
         finally:
-            del self._subscriptions[sid]
-            subscription._close()
-            if self._conn is not None:
-                self._conn.send_control(unsub(sid))
-                self._wakeup.set()
+            self._remove_subscriber(subscription)
 
     # -- extras --------------------------------------------------------------------------------
 
@@ -217,174 +175,94 @@ class NatsBus:
             if conn is self._conn:
                 await self._outbox.progress.wait()
 
-    # -- connection loop -----------------------------------------------------------------------
+    # -- what JetStream needs ------------------------------------------------------------------
 
-    async def _keep_connected(self) -> None:
-        """Connect, serve, and on any loss reconnect with backoff, trying the servers in turn."""
-        failures = 0
-        index = 0
-        while True:
-            server = self._servers[index % len(self._servers)]
-            index += 1
-            established = False
-            try:
-                conn = await open_connection(
-                    server,
-                    name=self._name,
-                    ssl_context=self._ssl_context,
-                    connect_timeout=self._connect_timeout,
-                )
-                established = True
-                await self._serve(conn)
-            except (ConnectionLost, *CONNECTION_ERRORS) as exc:
-                self._log_failure(server, exc, established, failures)
-            failures = 0 if established else failures + 1
-            await trio.sleep(self._backoff(failures))
+    async def publish_msg(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        reply_to: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Buffer one message on any subject, with a reply subject and headers (HPUB) if given.
 
-    def _backoff(self, failures: int) -> float:
-        """Full jitter: uniform between the minimum and a ceiling that doubles with each failure."""
-        ceiling = min(self._reconnect_max, self._reconnect_min * 2 ** min(failures, 32))
-        return random.uniform(self._reconnect_min, ceiling)
-
-    def _log_failure(self, server: ServerAddress, exc: BaseException, established: bool, n: int) -> None:
-        reason = str(exc) or type(exc).__name__
-        if established:
-            log.warning("lost the NATS connection to %s: %s; reconnecting", server, reason)
-        elif n < 3 or n % 20 == 0:
-            log.warning("cannot connect to NATS at %s (attempt %d): %s", server, n + 1, reason)
-        else:
-            log.debug("cannot connect to NATS at %s (attempt %d): %s", server, n + 1, reason)
-
-    async def _serve(self, conn: Connection) -> None:
-        """Run the reader and the writer until the connection fails; always raises ConnectionLost."""
-        self._on_connected(conn)
+        Same buffering and drop policy as ``publish`` (drops counted under the topic ``nats``),
+        without the topic rules. Raises BusError for a bad subject or header, a message over the
+        broker's limit (headers included), or headers when the broker does not take them.
+        """
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            raise BusError("bus is closed")
+        if headers and not self._headers:
+            raise BusError("the NATS broker does not support headers")
         try:
-            async with trio.open_nursery() as nursery:
-                conn.cancel_scope = nursery.cancel_scope
-                if conn.error is not None:
-                    nursery.cancel_scope.cancel()
-                nursery.start_soon(self._guard, self._read_loop, conn)
-                nursery.start_soon(self._guard, self._write_loop, conn)
+            block = encode_headers(headers) if headers else b""
+            frame = hpub(subject, block, payload, reply_to) if block else pub(subject, payload, reply_to)
+        except ValueError as exc:
+            raise BusError(str(exc)) from None
+        size = len(block) + len(payload)
+        if size > self._max_payload:
+            raise BusError(f"message of {size} bytes is over the broker's limit of {self._max_payload}")
+        self._outbox.add(RAW_TOPIC, frame, size, connected=self.connected)
+        self._wakeup.set()
+
+    @asynccontextmanager
+    async def subscribe_msgs(
+        self, subject: str, *, queue_size: int | None = None
+    ) -> AsyncIterator[MsgSubscription]:
+        """Receive whole messages (reply subject and headers included) on ``subject`` until exit."""
+        try:
+            check_subject(subject, wildcards=True)
+        except ValueError as exc:
+            raise BusError(str(exc)) from None
+        subscription = MsgSubscription(subject, self._new_sid(), queue_size or self._queue_size)
+        await self._add_subscriber(subscription)
+        try:
+            yield subscription
         finally:
-            self._on_disconnected(conn)
-            await trio.aclose_forcefully(conn.stream)
-        raise ConnectionLost(conn.error or "connection closed")
+            self._remove_subscriber(subscription)
 
-    async def _guard(self, loop: _Loop, conn: Connection) -> None:
-        """Turn the expected failures of one loop into ``conn.fail`` (which stops the other)."""
+    async def request(
+        self, subject: str, payload: bytes, *, max_wait: float, headers: Mapping[str, str] | None = None
+    ) -> Msg:
+        """Publish with a reply subject and return the first reply, waiting at most ``max_wait`` seconds.
+
+        Waits for a connection within the same time. Raises NoResponders (status 503: nobody
+        subscribes to ``subject``), RequestTimeout, or BusError (bad subject, closed bus).
+        """
+        reply: Msg | None = None
+        with trio.move_on_after(max_wait):
+            reply = await self._request(subject, payload, headers)
+        if reply is None:
+            where = "no reply" if self.connected else "not connected to NATS"
+            raise RequestTimeout(f"{where} within {max_wait:g} s (request on {subject})")
+        if is_no_responders(reply):
+            raise NoResponders(f"no responders on {subject}")
+        return reply
+
+    async def _request(self, subject: str, payload: bytes, headers: Mapping[str, str] | None) -> Msg | None:
+        inbox = await self._request_inbox()
+        reply_to, waiter = inbox.expect()
         try:
-            await loop(conn)
-        except (ConnectionLost, *CONNECTION_ERRORS) as exc:
-            conn.fail(str(exc) or type(exc).__name__)
+            await self._wait_connected()
+            await self.publish_msg(subject, payload, reply_to=reply_to, headers=headers)
+            self._urgent = True  # before the writer wakes: no linger, someone waits
+            await waiter.done.wait()
+        finally:
+            inbox.forget(reply_to)
+        return waiter.reply
 
-    def _on_connected(self, conn: Connection) -> None:
-        self._conn = conn
-        self._max_payload = conn.max_payload
-        for sid, subscription in self._subscriptions.items():
-            conn.send_control(sub(subscription.subject, sid))
-        self._wakeup.set()
-        self._outbox.wake()
-        self._metrics.bus_connected.set(1)
-        if self._ever_connected:
-            self._metrics.bus_reconnects.inc()
-        self._ever_connected = True
-        self._first_connect.set()
-        log.info("connected to NATS at %s", conn.server)
+    async def publish_unanswered(self, subject: str, payload: bytes) -> None:
+        """A request whose reply nobody waits for (cleanups the server needs a reply subject for)."""
+        inbox = await self._request_inbox()
+        await self.publish_msg(subject, payload, reply_to=inbox.unanswered())
 
-    def _on_disconnected(self, conn: Connection) -> None:
-        if conn.error is None:
-            conn.error = "connection closed"
-        if self._conn is conn:
-            self._conn = None
-        conn.release_waiters()
-        self._outbox.wake()
-        self._metrics.bus_connected.set(0)
-
-    # -- reader --------------------------------------------------------------------------------
-
-    async def _read_loop(self, conn: Connection) -> None:
-        """Read and handle events; never awaits anything but the socket (liveness is the writer's)."""
-        while True:
-            data = await conn.stream.receive_some(READ_SIZE)
-            if not data:
-                raise ConnectionLost("the broker closed the connection")
-            conn.parser.receive_data(data)
-            for event in conn.parser.events():
-                self._handle(conn, event)
-
-    def _handle(self, conn: Connection, event: Event) -> None:
-        if isinstance(event, Msg):
-            subscription = self._subscriptions.get(event.sid)
-            if subscription is not None:  # None: a message sent before our UNSUB arrived
-                subscription._offer(event.payload)
-        elif isinstance(event, Ping):
-            self.server_pings += 1
-            conn.send_control(PONG)
-            self._wakeup.set()
-        elif isinstance(event, Pong):
-            conn.on_pong()
-        elif isinstance(event, Info):
-            conn.max_payload = event.max_payload or conn.max_payload
-            self._max_payload = conn.max_payload
-        elif isinstance(event, Err):
-            if event.is_fatal:
-                raise ConnectionLost(f"broker error: {event.message}")
-            log.warning("NATS broker error (connection kept): %s", event.message)
-
-    # -- writer --------------------------------------------------------------------------------
-
-    async def _write_loop(self, conn: Connection) -> None:
-        """Send control frames, then buffered PUBs in order; PING every ``ping_interval``."""
-        next_ping = trio.current_time() + self._ping_interval
-        while True:
-            with trio.move_on_at(next_ping):
-                await self._wakeup.wait()
-                if not conn.control and self._outbox.bytes < WRITE_CHUNK:
-                    await trio.sleep(WRITE_LINGER)
-            if trio.current_time() >= next_ping:
-                self._keepalive(conn)
-                next_ping = trio.current_time() + self._ping_interval
-            self._wakeup = trio.Event()
-            data, taken = self._next_write(conn)
-            if data:
-                with trio.fail_after(WRITE_TIMEOUT):
-                    await conn.stream.send_all(data)
-                self._outbox.commit(taken)
-            if self._outbox:
-                self._wakeup.set()
-
-    def _keepalive(self, conn: Connection) -> None:
-        if conn.keepalives >= MAX_OUTSTANDING_PINGS:
-            raise ConnectionLost(f"no PONG to {conn.keepalives} PINGs: the broker is unreachable")
-        conn.keepalives += 1
-        conn.pings.append(None)
-        conn.send_control(PING)
-
-    def _next_write(self, conn: Connection) -> tuple[bytes, int]:
-        """Control frames, then PUBs from the head of the buffer: (bytes, PUBs to commit)."""
-        frames, taken = self._outbox.take(conn.max_payload)
-        data = b"".join([*conn.control, *frames])
-        conn.control = []
-        return data, taken
-
-    # -- helpers -------------------------------------------------------------------------------
-
-    async def _send_sub(self, subscription: NatsSubscription) -> None:
-        """SUB at once when connected and wait (bounded) for the broker to have it."""
-        conn = self._conn
-        if conn is None:
+    async def _request_inbox(self) -> Inbox:
+        """The wildcard inbox of every request, subscribed on first use for the bus's lifetime."""
+        if self._inbox is None:
+            self._inbox = Inbox(self._new_sid())
+            await self._add_subscriber(self._inbox)
+        else:
             await trio.lowlevel.checkpoint()
-            return
-        conn.send_control(sub(subscription.subject, subscription.sid))
-        self._wakeup.set()
-        with trio.move_on_after(self._connect_timeout):
-            await self._round_trip(conn)
-
-    async def _round_trip(self, conn: Connection) -> bool:
-        """PING and wait for its PONG: the broker has processed everything we sent before it."""
-        waiter = trio.Event()
-        conn.pings.append(waiter)
-        conn.send_control(PING)
-        self._wakeup.set()
-        await waiter.wait()
-        return conn.error is None
+        return self._inbox

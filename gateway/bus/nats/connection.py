@@ -53,6 +53,7 @@ class Connection:
         self.parser = parser
         self.server = server
         self.max_payload = info.max_payload or DEFAULT_MAX_PAYLOAD
+        self.headers = info.flag("headers")  # we declared headers (and no_responders) in CONNECT
         self.control: list[bytes] = []
         # One entry per PING sent, in order: None for a keepalive, an Event for a round trip.
         self.pings: deque[trio.Event | None] = deque()

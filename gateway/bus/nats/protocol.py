@@ -38,7 +38,6 @@ PONG: Final = b"PONG\r\n"
 
 _WHITESPACE: Final = re.compile(rb"[ \t]+")
 _OPERATION: Final = re.compile(rb"[ \t]*([^ \t]*)[ \t]*(.*)", re.DOTALL)
-_HEADER_NAME: Final = re.compile(r"[!-9;-~]+")  # printable ASCII but ':'
 
 # A subject token: anything but whitespace, control characters and the separator.
 _TOKEN: Final = re.compile(r"[^\s.\x00-\x1f\x7f]+")
@@ -289,9 +288,28 @@ def connect(options: Mapping[str, object]) -> bytes:
 
 def pub(subject: str, payload: bytes, reply_to: str | None = None) -> bytes:
     """``PUB subject [reply-to] #bytes`` + payload."""
-    check_subject(subject)
-    reply = f" {reply_to}" if reply_to else ""
+    reply = _reply_part(subject, reply_to)
     return f"PUB {subject}{reply} {len(payload)}\r\n".encode() + payload + CRLF
+
+
+def hpub(subject: str, headers: bytes, payload: bytes, reply_to: str | None = None) -> bytes:
+    """``HPUB subject [reply-to] #header-bytes #total-bytes`` + headers + payload.
+
+    ``headers`` is a complete block (``headers.encode_headers``); the server accepts HPUB only
+    from a client that declared ``headers`` in CONNECT.
+    """
+    reply = _reply_part(subject, reply_to)
+    total = len(headers) + len(payload)
+    return f"HPUB {subject}{reply} {len(headers)} {total}\r\n".encode() + headers + payload + CRLF
+
+
+def _reply_part(subject: str, reply_to: str | None) -> str:
+    """Check the subject and the reply subject (no wildcards in either): `` reply-to`` or ''."""
+    check_subject(subject)
+    if not reply_to:
+        return ""
+    check_subject(reply_to)
+    return f" {reply_to}"
 
 
 def sub(subject: str, sid: int, queue_group: str | None = None) -> bytes:

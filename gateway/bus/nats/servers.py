@@ -73,7 +73,12 @@ def _redact(url: str) -> str:
 def connect_options(
     info: Info, server: ServerAddress, *, name: str, version: str, tls: bool
 ) -> dict[str, object]:
-    """What we declare in CONNECT: no +OK acks, no echo suppression, headers only if supported."""
+    """What we declare in CONNECT: no +OK acks, no echo suppression, headers only if supported.
+
+    ``no_responders`` (a request nobody listens to gets an immediate 503 status instead of a
+    timeout) needs headers, so it goes with them.
+    """
+    headers = info.flag("headers")
     options: dict[str, object] = {
         "verbose": False,
         "pedantic": False,
@@ -82,8 +87,8 @@ def connect_options(
         "lang": "python-trio",
         "version": version,
         "protocol": 1,
-        "headers": info.flag("headers"),
-        "no_responders": False,
+        "headers": headers,
+        "no_responders": headers,
     }
     if server.user is not None:
         options["user"] = server.user
