@@ -39,6 +39,7 @@ module under 400 lines.
 - ``admin``      the admin HTTP listener (h11): health, metrics, publish and token API, playground
 - ``chat``       chat rooms, presence, posting rules and the SQL history store
 - ``httpclient`` pooled outbound HTTP (Cells' REST API, node-access checks)
+- ``devmode``    what ``serve --dev`` changes (generated keys, local Origins); local listener URLs
 - ``metrics``, ``logs``, ``paths``: Prometheus metrics, log format, node-path arithmetic
 """
 

@@ -43,6 +43,7 @@ from gateway.edge.tls import make_tls
 from gateway.endpoints import EndpointHandler, EventsEndpoint
 from gateway.events.codec import EventCodec, JsonCodec
 from gateway.handshake import CHAT, EVENTS
+from gateway.history.backend import JetStreamHistory
 from gateway.httpclient import HttpClient
 from gateway.hub import Hub
 from gateway.identity.cells.access import parse_virtual_roots
@@ -189,6 +190,16 @@ async def migrate_store(url: str) -> None:
         ) from None
 
 
+def make_history(
+    settings: Settings, bus: Bus, log_: EventLog, dispatcher: Dispatcher, metrics: Metrics
+) -> JetStreamHistory | None:
+    """The shared history when ``history_backend = "jetstream"`` (on a NATS bus), else None."""
+    if settings.history_backend != "jetstream":
+        return None
+    assert isinstance(bus, NatsBus)  # the settings checks refuse jetstream without NATS
+    return JetStreamHistory(settings, bus, log_, dispatcher, metrics)
+
+
 def make_bus(settings: Settings, metrics: Metrics) -> Bus:
     if settings.bus_url.startswith("memory://"):
         return MemoryBus(settings.bus_queue_size)
@@ -243,6 +254,7 @@ class Gateway:
             make_codec(settings),
             on_idm=self.refresher.on_idm_event,
         )
+        self.history = make_history(settings, self.bus, self.log, self.dispatcher, self.metrics)
         self.store = ChatStore(settings.db_url)
         self.metrics.watch_store(self.store)
         self.nodes = make_node_access(settings, self.http, cells)
@@ -252,6 +264,8 @@ class Gateway:
         self.tls = make_tls(settings.tls_cert_file, settings.tls_key_file)  # ConfigError: unreadable
         self.websocket = WebSocketServer(settings, self.hub, self.commands, self.metrics, self.tls)
         self.refresher.after_change = self.commands.identity_changed
+        if self.history is not None:
+            self.commands.history_reached = self.history.reached
         self.admin = AdminServer(
             settings,
             self.metrics,
@@ -306,7 +320,7 @@ class Gateway:
                     await self.nodes.prepare()
                 await services.start(self.bus.run)
                 await services.start(self.store.run)
-                await services.start(self.dispatcher.run)
+                await services.start(self.dispatcher.run if self.history is None else self.history.run)
                 await services.start(self.chat.run)
                 await services.start(self.websocket.run_housekeeping)
                 task_status.started()

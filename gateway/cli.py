@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import sys
 import urllib.error
 import urllib.request
@@ -29,6 +28,7 @@ import trio
 
 from gateway import __version__, config, logs
 from gateway.config import ConfigError, Settings
+from gateway.devmode import admin_url, dev_settings, local_address
 from gateway.identity import PROFILES, Identity
 from gateway.identity.mint import mint_token
 from gateway.topics import PUBLISHABLE_TOPICS
@@ -159,7 +159,7 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     }
     settings = _settings(args, **flags)
     if args.dev:
-        settings = _dev_settings(settings, out)
+        settings = dev_settings(settings, out)
     gateway = Gateway(settings)  # refuses to start without keys, before anything listens
     logs.configure(settings.log_level, settings.log_format)
     for notice in settings.notices:
@@ -173,48 +173,19 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     try:
         trio.run(serve, gateway)
     except BaseExceptionGroup as group:
-        # What start-up finds wrong (a chat database it cannot reach or migrate) comes out of
-        # serve()'s nursery: report it as the configuration error it is, not as a traceback.
-        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], ConfigError):
-            raise group.exceptions[0] from None
+        # What start-up finds wrong (a chat database it cannot reach or migrate, a JetStream
+        # history that cannot serve) comes out of nested nurseries: report it as the
+        # configuration error it is, not as a traceback.
+        found, rest = group.split(ConfigError)
+        if found is not None and rest is None:
+            raise _first_leaf(found) from None
         raise
     return EXIT_OK
 
 
-# Keys `--dev` replaces with its own: the configured ones are for production, and development
-# mode must neither print them nor mint tokens they would verify.
-DEV_IGNORED_KEYS = ("jwt_secret", "jwt_public_key_file", "jwks_file", "admin_key")
-
-
-def _dev_settings(settings: Settings, out: TextIO) -> Settings:
-    """Generated keys (configured ones ignored) and local Origins; say loudly that this is for development."""
-    ignored = [name for name in DEV_IGNORED_KEYS if getattr(settings, name)]
-    if ignored:
-        # Only the names: the values are secrets, and this goes to a terminal or a log.
-        print(f"development mode ignores the configured {', '.join(ignored)} and uses its own keys", file=out)
-    secret = secrets.token_urlsafe(32)
-    admin_key = secrets.token_urlsafe(32)
-    origins = settings.allowed_origins or _dev_origins(settings)
-    print(
-        "\n*** DEVELOPMENT MODE: keys generated for this run; never use them in production. ***\n"
-        f"Playground (live events and chat in a browser): {_admin_url(settings)}/\n"
-        "To mint tokens and publish from another shell:\n"
-        f"  export GATEWAY_JWT_SECRET={secret}\n"
-        f"  export GATEWAY_ADMIN_KEY={admin_key}\n"
-        "  .venv/bin/gateway token --user alice --workspace ws-1:common-files:/ds/common\n"
-        "  .venv/bin/gateway publish --topic topic.pydio.tree.nodes.changes "
-        '--event \'{"Target":{"Uuid":"n1","Path":"/ds/common/hello.txt","Type":"LEAF"}}\'\n',
-        file=out,
-        flush=True,
-    )
-    return settings.with_changes(
-        jwt_secret=secret,
-        jwt_public_key_file=None,
-        jwks_file=None,
-        admin_key=admin_key,
-        allowed_origins=origins,
-        dev=True,
-    )
+def _first_leaf(group: BaseExceptionGroup[ConfigError]) -> ConfigError:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 # -- check-config -----------------------------------------------------------------------------
@@ -299,7 +270,7 @@ def _publish(args: argparse.Namespace, out: TextIO) -> int:
     if not settings.admin_key:
         raise ConfigError("gateway publish needs the admin key: set GATEWAY_ADMIN_KEY")
     event = _event_argument(args.event)
-    base = args.admin_url or _admin_url(settings)
+    base = args.admin_url or admin_url(settings)
     body = json.dumps({"topic": args.topic, "event": event}).encode()
     request = urllib.request.Request(
         base.rstrip("/") + "/api/v1/publish",
@@ -370,7 +341,7 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
     from gateway.watch import WatchError, WatchOptions, watch
 
     settings = _settings(args)
-    url = args.url or f"{'wss' if settings.tls_cert_file else 'ws'}://{_local_address(settings.listen)}/ws"
+    url = args.url or f"{'wss' if settings.tls_cert_file else 'ws'}://{local_address(settings.listen)}/ws"
     options = WatchOptions(url, args.token, args.count, args.origin, recover=args.recover, since=args.since)
     try:
         trio.run(watch, options, out)
@@ -379,22 +350,3 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
     except KeyboardInterrupt:
         pass
     return EXIT_OK
-
-
-def _dev_origins(settings: Settings) -> tuple[str, ...]:
-    """In development, the playground's own origins (the admin listener, by every loopback name)."""
-    _, port = config.parse_host_port(settings.admin_listen, "admin_listen")
-    return tuple(f"http://{host}:{port}" for host in ("127.0.0.1", "localhost", "[::1]"))
-
-
-def _admin_url(settings: Settings) -> str:
-    scheme = "https" if settings.admin_tls else "http"
-    return f"{scheme}://{_local_address(settings.admin_listen, 'admin_listen')}"
-
-
-def _local_address(listen: str, setting: str = "listen") -> str:
-    """HOST:PORT to reach a listener from this machine (a wildcard address means loopback)."""
-    host, port = config.parse_host_port(listen, setting)
-    if host in ("", "0.0.0.0", "::", "*"):
-        host = "127.0.0.1"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -156,11 +156,11 @@ def test_cli_check_config_reports_problems(keys: None, tmp_path: Path) -> None:
 
 
 def test_cli_dev_origins_follow_the_admin_listener(no_keys: None) -> None:
-    from gateway.cli import _dev_settings
     from gateway.config import Settings
+    from gateway.devmode import dev_settings
 
     out = io.StringIO()
-    settings = _dev_settings(Settings(admin_listen="127.0.0.1:6061"), out)
+    settings = dev_settings(Settings(admin_listen="127.0.0.1:6061"), out)
     assert "http://127.0.0.1:6061" in settings.allowed_origins
     assert "http://localhost:6061" in settings.allowed_origins
     assert "http://127.0.0.1:6061/" in out.getvalue()
@@ -169,14 +169,14 @@ def test_cli_dev_origins_follow_the_admin_listener(no_keys: None) -> None:
 def test_cli_dev_ignores_configured_keys_and_never_prints_them(no_keys: None) -> None:
     """Finding 13.9: --dev printed the configured secret and admin key as "generated", and minted
     admin tokens with the real secret."""
-    from gateway.cli import _dev_settings
     from gateway.config import Settings
+    from gateway.devmode import dev_settings
 
     out = io.StringIO()
     real = Settings(
         jwt_secret="real-production-secret-0123456789abcdef", admin_key="real-admin-key-0123456789"
     )
-    settings = _dev_settings(real, out)
+    settings = dev_settings(real, out)
     assert settings.jwt_secret not in (None, real.jwt_secret) and settings.admin_key != real.admin_key
     printed = out.getvalue()
     assert "real-production-secret" not in printed and "real-admin-key" not in printed

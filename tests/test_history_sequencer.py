@@ -123,7 +123,10 @@ def test_sequencer_an_immediate_event_after_a_waiting_batch_comes_after_it() -> 
 def test_sequencer_a_node_at_another_path_releases_its_batch_first() -> None:
     stream = FakeStream()
     a = Instance(stream)
-    script = [(0.0, TREE_TOPIC, tree(None, "n1", Size=1)), (0.2, TREE_TOPIC, tree("UPDATE_META", "n1", "other"))]
+    script = [
+        (0.0, TREE_TOPIC, tree(None, "n1", Size=1)),
+        (0.2, TREE_TOPIC, tree("UPDATE_META", "n1", "other")),
+    ]
     run(stream, [a], script)
     paths = [d.event["Target"]["Path"] for d in a.delivered]
     assert paths == ["/ds/n1.txt", "/other/n1.txt"]  # never merged, in order

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Final
 
 from gateway.chat.protocol import MAX_PAGE
@@ -66,7 +67,10 @@ CHOICES: Final = {
     "bus_format": ("gateway", "cells"),
     "cells_subfolder_acls": ("enforce", "ignore"),
     "forwarded_header": ("x-forwarded-for", "forwarded"),
+    "history_backend": ("memory", "jetstream"),
 }
+# A JetStream stream name: no whitespace, dots, wildcards or path separators (NATS' rule).
+_STREAM_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _validate_edge(settings: Settings) -> None:
@@ -92,6 +96,14 @@ def _validate_choices(settings: Settings) -> None:
             raise ConfigError(f"{name} must be {' or '.join(allowed)}, got {getattr(settings, name)!r}")
     if settings.bus_format == "cells" and not settings.bus_url.startswith(("nats://", "tls://")):
         raise ConfigError("bus_format = cells reads Cells' NATS subjects: set bus_url to Cells' broker")
+    if settings.history_backend == "jetstream" and not settings.bus_url.startswith(("nats://", "tls://")):
+        raise ConfigError(
+            "history_backend = jetstream keeps the history in NATS: set bus_url to a NATS broker"
+        )
+    if not _STREAM_NAME.fullmatch(settings.history_stream):
+        raise ConfigError(
+            f"history_stream must be 1-64 letters, digits, '-' or '_', got {settings.history_stream!r}"
+        )
     if settings.cells_url is not None and not settings.cells_url.startswith(("http://", "https://")):
         raise ConfigError(f"cells_url must be an http:// or https:// URL, got {settings.cells_url!r}")
     for entry in settings.cells_virtual_roots:

@@ -111,6 +111,12 @@ class Settings:
     # Events
     history_size: int = setting(10000, "events kept in the shared log, across all topics")
     history_seconds: float = setting(600.0, "seconds an event is kept in the shared log")
+    history_backend: str = setting(
+        "memory", "where positions resume from: memory (this process) or jetstream (shared, NATS bus)"
+    )
+    history_stream: str = setting(
+        "GATEWAY_HISTORY", "jetstream history: the stream's name (created if missing)"
+    )
     debounce_seconds: float = setting(1.0, "quiet period per node before a tree event is sent")
     debounce_max_pending: int = setting(10000, "nodes held by the debouncer before the oldest is flushed")
     # Bus

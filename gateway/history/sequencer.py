@@ -103,7 +103,9 @@ class Sequencer:
     def flush(self) -> list[tuple[str, JsonObject]]:
         """Every waiting batch, released now (JetStream failed: they go out without a position)."""
         self._outbox.clear()
-        return [(topic, event) for topic, debouncer in self._debouncers.items() for event in debouncer.flush()]
+        return [
+            (topic, event) for topic, debouncer in self._debouncers.items() for event in debouncer.flush()
+        ]
 
     def outbox(self) -> list[Release]:
         """Records to publish, oldest first; each leaves when it comes back through the stream."""
