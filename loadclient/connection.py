@@ -57,6 +57,9 @@ class Connection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        # The session's connection from now on: frames (and a drop they cause) can come before
+        # ws_connect returns to the session.
+        self.session.connection = self
         subscribe = {"@type": "subscribe", "ack": True, "jwt": self.session.token}
         transport.send(WSMsgType.TEXT, json.dumps(subscribe).encode())
 
