@@ -10,9 +10,11 @@ from typing import Any, Final
 
 import uvloop
 
-from loadclient.checks import Totals, make_check
+from loadclient.checks import SessionChecker, Totals, make_check
 from loadclient.connection import Session
 from loadclient.interface import Command, Progress, Ready, Spec, line
+from loadclient.oracle import PlanChecker
+from loadclient.resume import Drop, drop_points
 
 PROGRESS_INTERVAL: Final = 0.01
 
@@ -24,14 +26,25 @@ class LoadClient:
         self.spec = spec
         self.totals = Totals()
         self.check = make_check(spec.plan, spec.phases, self.totals)
-        self.sessions = [
-            Session(spec, i, self.totals, self.check.for_session(i)) for i in range(spec.session_count)
-        ]
+        self.sessions = [self._session(i) for i in range(spec.session_count)]
         self.tasks: list[asyncio.Task[None]] = []
+
+    def _session(self, index: int) -> Session:
+        checker = self.check.for_session(index)
+        return Session(self.spec, index, self.totals, checker, self._drops(index, checker))
+
+    def _drops(self, index: int, checker: SessionChecker) -> list[Drop]:
+        """When session ``index`` drops its connection (resume mode): before its last expected message."""
+        if not (self.spec.resume and self.spec.drop_every):
+            return []
+        if not isinstance(checker, PlanChecker) or self.spec.plan is None:
+            raise ValueError("drop_every needs a plan: drops are counted in the messages it expects")
+        return drop_points(self.spec.plan["seed"], index, self.spec.drop_every, checker.expected)
 
     def progress(self) -> Progress:
         live = sum(1 for s in self.sessions if s.live)
-        return Progress(live=live, received=self.totals.received, least=self.check.least())
+        drops_left = sum(len(s.resumer.drops) for s in self.sessions if s.resumer is not None)
+        return Progress(live, self.totals.received, self.check.least(), drops_left)
 
     async def start(self) -> Ready:
         slots = asyncio.Semaphore(self.spec.connect_concurrency)

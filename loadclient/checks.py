@@ -34,6 +34,14 @@ class Totals:
     refused: Counter[int] = field(default_factory=Counter)  # upgrades refused, by HTTP status
     connect_errors: int = 0
     subscriptions: int = 0  # successful subscribes, reconnections included
+    # Resume mode (loadclient.resume)
+    gaps: int = 0  # {"@type": "gap"} answers: a resume the history could not serve
+    drops: int = 0  # connections the sessions dropped on purpose (no close frame)
+    resumes: int = 0  # subscribes with "since" the gateway accepted
+    recovered: int = 0  # {"@type": "recovered"}: replays that ended
+    replayed: int = 0  # events the recovered frames say were replayed
+    reseen: int = 0  # messages of a half-received position sent again by a replay, skipped
+    split: int = 0  # messages of a half-received position that only the replay brought
     examples: list[str] = field(default_factory=list)
 
     def problem(self, kind: str, detail: str) -> None:
@@ -55,6 +63,13 @@ class Totals:
             "refused": {str(status): n for status, n in self.refused.items()},
             "connect_errors": self.connect_errors,
             "subscriptions": self.subscriptions,
+            "gaps": self.gaps,
+            "drops": self.drops,
+            "resumes": self.resumes,
+            "recovered": self.recovered,
+            "replayed": self.replayed,
+            "reseen": self.reseen,
+            "split": self.split,
             "examples": self.examples,
         }
 

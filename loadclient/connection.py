@@ -3,7 +3,7 @@
 picows parses frames in C and answers pings by itself (unless the spec says not to, to play a
 half-open peer); this module only sees whole frames. A session's first message is the subscribe
 (with ``"ack": true``); text messages before the ``subscribed`` reply are the reply, after it they
-go to the session's checker.
+go to the session's checker (in resume mode, through its :class:`loadclient.resume.Resumer`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from picows import (
 )
 
 from loadclient.checks import SessionChecker, Totals, now_us
+from loadclient.resume import Drop, Resumer
 
 if TYPE_CHECKING:
     from loadclient.interface import Spec
@@ -49,15 +50,21 @@ class Connection(WSListener):
         self.lost: asyncio.Future[None] = loop.create_future()
         self.live = False
         self.ended_by_us = False  # we closed or dropped it: not an abnormal end
+        self.aborted = False  # we dropped it: frames read with the ones before are lost with it
         self._parts: list[bytes] = []  # a fragmented text message, until its last frame
-        self._check = session.checker.on_message
+        self._check = session.on_message
         self._now = 0
 
     # -- picows callbacks -------------------------------------------------------------------
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        # The session's connection from now on: frames (and a drop they cause) can come before
+        # ws_connect returns to the session.
+        self.session.connection = self
         subscribe = {"@type": "subscribe", "ack": True, "jwt": self.session.token}
+        if self.session.resumer is not None:
+            subscribe.update(self.session.resumer.subscribe_fields())
         transport.send(WSMsgType.TEXT, json.dumps(subscribe).encode())
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -67,6 +74,8 @@ class Connection(WSListener):
             now = self._now or time_ns() // 1000
             self._now = 0 if frame.last_in_buffer else now
             self._check(frame.get_payload_as_bytes(), now)
+        elif self.aborted:
+            return
         elif kind == WSMsgType.TEXT and frame.fin and not self._parts:
             self._on_text(frame.get_payload_as_bytes())
         elif kind in (WSMsgType.TEXT, WSMsgType.CONTINUATION):
@@ -89,10 +98,12 @@ class Connection(WSListener):
 
     def _on_text(self, payload: bytes) -> None:
         if self.live:
-            self.session.checker.on_message(payload, now_us())
+            self._check(payload, now_us())
             return
         reply = json.loads(payload)
         if reply.get("@type") == "subscribed":
+            if self.session.resumer is not None:
+                self.session.resumer.on_subscribed(reply)
             self.live = True
             self.session.totals.subscriptions += 1
             self._resolve(True)
@@ -125,26 +136,33 @@ class Connection(WSListener):
     def abort(self) -> None:
         """Drop the TCP connection without a close frame."""
         self.ended_by_us = True
+        self.aborted = True
         self.live = False
         if self.transport is not None:
             self.transport.disconnect(graceful=False)
 
 
 class Session:
-    """One client: connects, subscribes, and (in reconnect mode) connects again whenever dropped."""
+    """One client: connects, subscribes, and (in reconnect and resume modes) connects again whenever
+    dropped; in resume mode it also drops its connection after the message counts ``drops``."""
 
-    def __init__(self, spec: Spec, index: int, totals: Totals, checker: SessionChecker) -> None:
+    def __init__(
+        self, spec: Spec, index: int, totals: Totals, checker: SessionChecker, drops: list[Drop] | None = None
+    ) -> None:
         self.spec = spec
         self.token = spec.token(index)
         self.totals = totals
         self.checker = checker
+        self.resumer = Resumer(checker, totals, drops or [], self.abort) if spec.resume else None
+        self.on_message = checker.on_message if self.resumer is None else self.resumer.on_message
         self.connection: Connection | None = None
         self.stopping = False
         self.first_attempt: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     @property
     def live(self) -> bool:
-        return self.connection is not None and self.connection.live
+        caught_up = self.resumer is None or not self.resumer.recovering
+        return self.connection is not None and self.connection.live and caught_up
 
     async def run(self, slots: asyncio.Semaphore) -> None:
         delay = RECONNECT_FIRST_DELAY
@@ -159,7 +177,7 @@ class Session:
                 delay = RECONNECT_FIRST_DELAY
                 assert self.connection is not None
                 await self.connection.lost
-            if not self.spec.reconnect or self.stopping:
+            if not (self.spec.reconnect or self.spec.resume) or self.stopping:
                 return
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, RECONNECT_MAX_DELAY)

@@ -32,6 +32,10 @@ class Spec:
     tokens: list[str]  # session i subscribes with tokens[i % len(tokens)]
     sessions: int = 0  # 0: one session per token
     reconnect: bool = False
+    resume: bool = (
+        False  # subscribe with "recover", reconnect after any drop with "since" (implies reconnect)
+    )
+    drop_every: int = 0  # resume mode: drop the connection after 1..2*N messages, again and again (0: never)
     answer_pings: bool = True
     plan: dict[str, Any] | None = None  # a loadclient.plan.Plan: check every message against it
     phases: list[int] | None = None  # marked events per phase (loadclient.marker): check those
@@ -62,9 +66,10 @@ class Ready:
 
 @dataclass(frozen=True)
 class Progress:
-    live: int = 0  # sessions connected and subscribed
+    live: int = 0  # sessions connected and subscribed (in resume mode: and done replaying)
     received: int = 0  # checked messages, first copies only
     least: list[int] = field(default_factory=list)  # marker checks: fewest events any session has, per phase
+    drops_left: int = 0  # resume mode: drops the sessions have yet to make
 
 
 def line(kind: str, payload: dict[str, Any]) -> str:

@@ -150,15 +150,18 @@ async def load_client(
     *,
     plan: Plan | None = None,
     reconnect: bool = False,
+    resume: bool = False,
+    drop_every: int = 0,
     answer_pings: bool = True,
     prefix: Sequence[str] = (),
 ) -> AsyncIterator[LoadClient]:
     """Start a load client with one session per token; yield once every session tried to subscribe.
 
+    ``resume``: sessions resume after the last event they had whenever dropped, and drop their
+    connection themselves after every 1..2*``drop_every`` messages (:mod:`loadclient.resume`).
     ``prefix`` goes before the command line (``ip netns exec NAME``, to run it elsewhere)."""
-    spec = Spec(
-        url, tokens, plan=plan.to_json() if plan else None, reconnect=reconnect, answer_pings=answer_pings
-    )
+    spec = Spec(url, tokens, plan=plan.to_json() if plan else None, reconnect=reconnect, resume=resume,
+                drop_every=drop_every, answer_pings=answer_pings)  # fmt: skip
     spec_file = workdir / f"loadclient-{time.monotonic_ns()}.json"
     spec_file.write_text(spec.to_json())
     process = await trio.lowlevel.open_process(

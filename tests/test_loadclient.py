@@ -3,6 +3,7 @@ every reliability test and benchmark pass. In process, without sockets."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from loadclient.marker import marker, parse_marker
 from loadclient.markers import MarkerCheck
 from loadclient.oracle import PlanCheck
 from loadclient.plan import TREE, Plan
+from loadclient.resume import Resumer, drop_points
 
 
 def test_loadclient_spec_and_lines_round_trip() -> None:
@@ -98,3 +100,79 @@ def test_loadclient_count_check_counts_errors_apart() -> None:
     check.for_session(0).on_message(b'{"@type":"error","error":"shutting_down"}', 0)
     check.for_session(1).on_message(b'{"Type":"CREATE"}', 0)
     assert totals.errors == {"shutting_down": 1} and totals.other == 1
+
+
+class Recorder:
+    """A session checker that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    def on_message(self, payload: bytes, now_us: int) -> None:
+        self.messages.append(payload)
+
+
+def at(position: int, name: str) -> bytes:
+    return json.dumps({"@position": f"e:{position}", "Type": "DELETE", "Source": {"Path": name}},
+                      separators=(",", ":")).encode()  # fmt: skip
+
+
+def control(kind: str, **fields: Any) -> bytes:
+    return json.dumps({"@type": kind, **fields}).encode()
+
+
+def test_loadclient_resume_after_a_half_received_event_gets_the_rest_once() -> None:
+    """One event, two messages with one position (two workspaces of the session cover it): a drop
+    between them must not lose the second, nor deliver the first twice."""
+    totals, recorder = Totals(), Recorder()
+    resumer = Resumer(recorder, totals, [], lambda: None)
+    assert resumer.subscribe_fields() == {"recover": True}
+    resumer.on_subscribed({"@type": "subscribed", "position": "e:4"})
+    for message in (at(5, "a"), at(6, "b1")):
+        resumer.on_message(message, 0)
+    # Dropped here: position 6 may have more messages, so the resume starts after 5.
+    assert resumer.subscribe_fields() == {"since": "e:5"}
+    resumer.on_subscribed({"@type": "subscribed", "position": "e:9"})
+    assert resumer.recovering
+    for message in (at(6, "b1"), at(6, "b2"), at(7, "c"), control("recovered", position="e:7", replayed=3)):
+        resumer.on_message(message, 0)
+    assert recorder.messages == [at(5, "a"), at(6, "b1"), at(6, "b2"), at(7, "c")]
+    assert (totals.reseen, totals.split, totals.resumes, totals.recovered, totals.replayed) == (1, 1, 1, 1, 3)
+    assert not resumer.recovering and resumer.subscribe_fields() == {"since": "e:7"}
+
+
+def test_loadclient_resume_counts_gaps_and_events_without_a_position() -> None:
+    totals, recorder = Totals(), Recorder()
+    resumer = Resumer(recorder, totals, [], lambda: None)
+    resumer.subscribe_fields()
+    resumer.on_subscribed({"@type": "subscribed", "position": "e:1"})
+    resumer.on_message(control("gap", since="e:1", position="e:50", reason="expired"), 0)
+    resumer.on_message(b'{"Type":"DELETE","Source":{"Path":"x"}}', 0)
+    resumer.on_message(control("error", error="slow_consumer"), 0)
+    assert (totals.gaps, totals.malformed) == (1, 1)
+    assert recorder.messages == [control("error", error="slow_consumer")]  # errors go to the checker
+    assert resumer.subscribe_fields() == {"since": "e:50"}  # after a gap: from the head it named
+
+
+def test_loadclient_drops_are_seeded_and_wait_for_a_replay_to_end_unless_they_may_cut_it() -> None:
+    points = drop_points(seed=3, index=7, every=5, limit=200)
+    assert points == drop_points(seed=3, index=7, every=5, limit=200) != drop_points(3, 8, 5, 200)
+    assert all(0 < a < b < 200 for (a, _), (b, _) in itertools.pairwise(points))
+    assert {cut for _, cut in points} == {True, False} and drop_points(3, 7, 0, 200) == []
+    dropped: list[int] = []
+    totals = Totals()
+    resumer = Resumer(Recorder(), totals, [(1, False), (2, True)], lambda: dropped.append(resumer.delivered))
+    resumer.subscribe_fields()
+    resumer.on_subscribed({"position": "e:0"})
+    resumer.on_message(at(1, "a"), 0)  # live: drop after message 1
+    resumer.subscribe_fields()
+    resumer.on_message(at(2, "b"), 0)  # replaying: the drop after 2 may cut it
+    assert dropped == [1, 2]
+    resumer = Resumer(Recorder(), totals, [(1, False)], lambda: dropped.append(-1))
+    resumer.subscribe_fields()
+    resumer.on_subscribed({"position": "e:0"})
+    resumer.subscribe_fields()  # a resume under way: the drop waits for its end
+    resumer.on_message(at(1, "a"), 0)
+    assert dropped == [1, 2]
+    resumer.on_message(control("recovered", position="e:1", replayed=1), 0)
+    assert dropped == [1, 2, -1] and totals.drops == 3
