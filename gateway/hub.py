@@ -147,7 +147,12 @@ class Hub:
     def covering(self, path: str) -> Iterator[tuple[Workspace, str]]:
         """Workspaces of subscribed sessions whose root covers ``path``, deepest root first."""
         for candidate in ancestors_and_self(path):
-            for ws in self._roots.get(candidate, ()):
+            spaces = self._roots.get(candidate)
+            if not spaces:
+                continue
+            # Workspaces sharing a root in uuid order: a session in two of them gets the event's
+            # messages in the order a replay for it makes them (their positions match).
+            for ws in sorted(spaces, key=_uuid) if len(spaces) > 1 else spaces:
                 yield ws, candidate
 
     def recipients(self, audiences: Iterable[Audience]) -> set[Session]:
@@ -210,3 +215,7 @@ def _reach(streams: list[Stream[Session]], delivery: Delivery) -> int:
     if allow is None:
         return len(sessions)
     return sum(1 for s in sessions if s.identity is not None and allow(s.identity))
+
+
+def _uuid(ws: Workspace) -> str:
+    return ws.uuid

@@ -40,8 +40,7 @@ class Totals:
     resumes: int = 0  # subscribes with "since" the gateway accepted
     recovered: int = 0  # {"@type": "recovered"}: replays that ended
     replayed: int = 0  # events the recovered frames say were replayed
-    reseen: int = 0  # messages of a half-received position sent again by a replay, skipped
-    split: int = 0  # messages of a half-received position that only the replay brought
+    split: int = 0  # messages of an event a drop cut in two, that the replay brought
     examples: list[str] = field(default_factory=list)
 
     def problem(self, kind: str, detail: str) -> None:
@@ -68,7 +67,6 @@ class Totals:
             "resumes": self.resumes,
             "recovered": self.recovered,
             "replayed": self.replayed,
-            "reseen": self.reseen,
             "split": self.split,
             "examples": self.examples,
         }

@@ -1,15 +1,14 @@
 """Resume mode: a session asks for positions, drops its connection at random and resumes after them.
 
 docs/PROTOCOL.md, "Resuming". The session subscribes with ``"recover": true`` and, after a drop,
-with ``"since"``; the gateway replays what it missed, says ``recovered`` and goes on live. The
-session must end with every event exactly once, as if it had never been dropped.
+with ``"since"`` set to the last position it received, as ``/client.js`` does; the gateway replays
+what it missed, says ``recovered`` and goes on live. The session must end with every event exactly
+once, as if it had never been dropped (the plan check counts anything missing or repeated).
 
-One event can reach a session as several messages with one position (one per workspace of the
-session that covers its path: a team workspace nested in another). A connection dropped between
-them leaves that position half received, and resuming after it would lose the rest. So the session
-keeps two positions: ``complete``, the last one all of whose messages arrived (a later position
-came, or ``recovered`` named it), and ``current``, the last one received. It resumes after
-``complete`` and skips the messages of ``current`` it already has (counted as ``reseen``).
+One event can reach a session as several messages (one per workspace of the session that covers
+its path: a team workspace nested in another), each with its own position (``<seq>.0``, ...,
+``<seq>``). A drop between them is a resume from ``<seq>.<k>``: the replay brings the rest
+(counted as ``split``, so the test can tell the case was exercised).
 
 Drops are deterministic: session ``i`` drops after message counts drawn from the plan's seed and
 ``i``, all before its last expected message (so that nothing drops once a session has all). A
@@ -49,7 +48,7 @@ def drop_points(seed: int, index: int, every: int, limit: int) -> list[Drop]:
 
 
 class Resumer:
-    """One session's positions, what it skips after a resume, and when it drops next."""
+    """One session's last position, what its resumes brought, and when it drops next."""
 
     def __init__(
         self, checker: SessionChecker, totals: Totals, drops: list[Drop], drop: Callable[[], None]
@@ -58,68 +57,56 @@ class Resumer:
         self.totals = totals
         self.drops = drops[::-1]  # popped from the end
         self.drop = drop
-        self.complete: str | None = None  # after this position, nothing is missing
-        self.current: str | None = None  # the position of the last message, perhaps half received
-        self.at_current: list[bytes] = []  # the messages received at ``current``
-        self.cut: tuple[str | None, list[bytes]] = (None, [])  # at the last resume: current and its messages
+        self.position: str | None = None  # the last position received
+        self.cut: str | None = None  # at a resume from a part of an event: that event's position
         self.recovering = False  # a resume is under way: its replay has not ended yet
         self.delivered = 0  # messages handed to the checker, over every connection
 
     def subscribe_fields(self) -> dict[str, Any]:
         """What the next subscribe adds: a first one asks for positions, a later one resumes."""
-        if self.complete is None:
+        if self.position is None:
             return {"recover": True}
         self.recovering = True
-        self.cut = (self.current, list(self.at_current))
-        return {"since": self.complete}
+        event, dot, _ = self.position.partition(".")
+        self.cut = event if dot else None
+        return {"since": self.position}
 
     def on_subscribed(self, reply: dict[str, Any]) -> None:
         if self.recovering:
             self.totals.resumes += 1
-        elif self.complete is None:  # a first start: live from the head
-            self.complete = str(reply.get("position"))
+        elif self.position is None:  # a first start: live from the head
+            self.position = str(reply.get("position"))
 
     def on_message(self, payload: bytes, now_us: int) -> None:
-        """Every message after ``subscribed``: events to the checker (once), control frames here."""
+        """Every message after ``subscribed``: events to the checker, control frames here."""
         if payload.startswith(PREFIX):
             end = payload.index(b'"', len(PREFIX))
-            if self._is_new(payload[len(PREFIX) : end].decode(), payload):
-                self.checker.on_message(payload, now_us)
-                self._count()
+            self.position = payload[len(PREFIX) : end].decode()
+            if self.cut is not None and self.position.partition(".")[0] == self.cut:
+                self.totals.split += 1  # the rest of an event the drop cut in two
+            self.checker.on_message(payload, now_us)
+            self._count()
             return
         message = json.loads(payload)
         kind = message.get("@type") if isinstance(message, dict) else None
         if kind == "recovered":
-            self._recovered(str(message.get("position")), int(message.get("replayed", 0)))
-            self._drop_if_due()
+            self._recovered(int(message.get("replayed", 0)))
         elif kind == "gap":
             self.totals.problem("gaps", payload[:200].decode(errors="replace"))
-            self._recovered(str(message.get("position")), 0)
-            self._drop_if_due()
+            self.position = str(message.get("position"))
+            self._recovered(0)
         elif kind == "error":
             self.checker.on_message(payload, now_us)
         else:
             self.totals.problem("malformed", "no @position: " + payload[:200].decode(errors="replace"))
 
-    def _is_new(self, position: str, payload: bytes) -> bool:
-        cut, had = self.cut
-        if position == cut:
-            if _already(payload, had):
-                self.totals.reseen += 1
-                return False
-            self.totals.split += 1  # the rest of a position the drop cut: lost by resuming after it
-        if position != self.current:
-            self.complete = self.current or self.complete  # a later position: the last one is whole
-            self.current, self.at_current = position, []
-        self.at_current.append(payload)
-        return True
-
-    def _recovered(self, position: str, replayed: int) -> None:
+    def _recovered(self, replayed: int) -> None:
         if self.recovering:
             self.totals.recovered += 1
             self.totals.replayed += replayed
         self.recovering = False
-        self.complete, self.current, self.at_current, self.cut = position, None, [], (None, [])
+        self.cut = None
+        self._drop_if_due()
 
     def _count(self) -> None:
         self.delivered += 1
@@ -133,11 +120,3 @@ class Resumer:
             self.drops.pop()
             self.totals.drops += 1
             self.drop()
-
-
-def _already(payload: bytes, received: list[bytes]) -> bool:
-    """True when ``payload`` is one of ``received`` (byte for byte, else as JSON)."""
-    if payload in received:
-        return True
-    message = json.loads(payload)
-    return any(json.loads(other) == message for other in received)

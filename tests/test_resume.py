@@ -282,3 +282,36 @@ def test_a_suspended_history_gives_no_position_and_answers_gap() -> None:
 
 def append_to(hub: Hub, event: dict[str, Any], seq: int | None = None) -> None:
     hub.fan_out(TREE, route(TREE, event, hub.covering), event, seq)
+
+
+# -- one event, several messages for one session ---------------------------------------------
+
+WS_TEAM = Workspace(uuid="ws-team", slug="team", roots=("ds/common/team",), permissions="rw")
+NESTED = Identity(sub="alice", user="alice", workspaces=(WS_COMMON, WS_TEAM))
+
+
+def test_each_message_of_one_event_has_its_own_position() -> None:
+    """A node in a workspace nested in another reaches the session twice: ``S.0`` then ``S``;
+    a client cut between them resumes from ``S.0`` and gets only the second."""
+    hub = make_hub()
+    session = hand_session(hub)
+    session.positions = True
+    hub.start_delivering(session, NESTED)
+    since = hub.log.position()
+    append_to(hub, deleted("x", "/ds/common/team"))
+    taken = session.feed.gather(hub.log.head, NESTED, limit=1 << 20, positions=True)
+    live = [json.loads(f[f.index(b"{") :]) for f in taken]
+    seq = hub.log.position(1)
+    assert [m["@position"] for m in live] == [f"{seq}.0", seq]
+    assert [m["Source"]["Path"] for m in live] == ["team/x.txt", "common-files/team/x.txt"]
+    rest = _messages(replay(hub.log, f"{seq}.0", NESTED, audiences_of(NESTED)))
+    assert rest == [live[1]]  # the same message, at the same position
+    assert _messages(replay(hub.log, since, NESTED, audiences_of(NESTED))) == live
+    assert _messages(replay(hub.log, seq, NESTED, audiences_of(NESTED))) == []
+
+
+@pytest.mark.parametrize("since", ["{epoch}:1.", "{epoch}:1.x", "{epoch}:.1", "{epoch}:1.2.3"])
+def test_a_malformed_part_is_a_gap(since: str) -> None:
+    log = EventLog(max_entries=10, max_age=600)
+    append(log, deleted("a"), covering=[WS_COMMON])
+    assert replay(log, since.format(epoch=log.epoch), ALICE, audiences_of(ALICE)) == Gap("malformed")

@@ -141,8 +141,8 @@ def assert_resumed(
     assert report["drops"] == report["resumes"] == report["gateway_replays"] == drops > 5 * plan.sessions
     assert report["subscriptions"] == plan.sessions + drops and gateway_gaps == 0
     # Most resumes ran to their end (a drop may cut a replay short), and replays carried events;
-    # some drops fell between two messages of one position (an event in two of a session's
-    # workspaces), and the replay brought the rest.
+    # some drops fell between two messages of one event (in two of a session's workspaces: a
+    # resume from ``<seq>.<k>``), and the replay brought the rest.
     assert report["recovered"] > drops * 0.6 and report["replayed"] > drops and report["split"] > 0, report
 
 

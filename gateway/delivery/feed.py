@@ -69,10 +69,14 @@ class Feed:
         size = 0
         through = head  # the cursor after this gather
         last = (-1, -1)
+        group: list[Item] = []  # with positions: the messages of one event, numbered once all seen
         for item in _merged(sources, cursor):
-            offset, seq, frame, allow, entry = item
+            offset, seq, frame, allow, _ = item
             if (offset, seq) == last:
                 continue  # the same delivery through another audience
+            if group and offset != last[0]:
+                size += _positioned(out, group)
+                group = []
             if size >= limit and offset != last[0]:
                 through = last[0] if last[0] >= 0 else offset - 1
                 break
@@ -81,9 +85,12 @@ class Feed:
             last = (offset, seq)
             if allow is None or (identity is not None and allow(identity)):
                 if positions:
-                    frame = entry.positioned_frame(seq)
-                out.append(frame)
-                size += len(frame)
+                    group.append(item)
+                else:
+                    out.append(frame)
+                    size += len(frame)
+        if group:
+            _positioned(out, group)
         if self.own:
             self._take_own(out, through)
         self.cursor = through
@@ -115,6 +122,18 @@ class Feed:
         if not own:
             self.own = None  # an empty deque costs 600 bytes, and most sessions are idle
         return size
+
+
+def _positioned(out: list[bytes], group: list[Item]) -> int:
+    """The messages one event makes for a session, each with its own position: the last (most
+    often the only) one ``<epoch>:<seq>``, those before it ``<epoch>:<seq>.<k>``."""
+    size = 0
+    last = len(group) - 1
+    for k, (_, seq, _, _, entry) in enumerate(group):
+        frame = entry.positioned_frame(seq, None if k == last else k)
+        out.append(frame)
+        size += len(frame)
+    return size
 
 
 def _merged(sources: list[Stream[Any]], cursor: int) -> Iterable[Item]:

@@ -18,7 +18,7 @@ position can be resumed from. Pure: the caller passes the time.
 from __future__ import annotations
 
 import secrets
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
@@ -45,14 +45,17 @@ class Entry:
             self.frames = [None] * len(self.deliveries)
         return self.frames[seq] or _store(self.frames, seq, self.deliveries[seq].message)
 
-    def positioned_frame(self, seq: int) -> bytes:
-        """The frame with the event's ``"@position"``, for sessions that asked for positions
-        (without one while positions are suspended)."""
+    def positioned_frame(self, seq: int, part: int | None = None) -> bytes:
+        """The frame with its ``"@position"``, for sessions that asked for positions (without one
+        while positions are suspended). ``part``: this is message ``part`` of several the event
+        makes for the session, not the last."""
         if self.position is None:
             return self.frame(seq)
+        message = self.deliveries[seq].message
+        if part is not None:
+            return json_frame(with_position(message, f"{self.position}.{part}"))
         if not self.positioned:
             self.positioned = [None] * len(self.deliveries)
-        message = self.deliveries[seq].message
         return self.positioned[seq] or _store(self.positioned, seq, with_position(message, self.position))
 
 
@@ -142,33 +145,33 @@ class EventLog:
         """``"<epoch>:<seq>"``, the form clients hold (the newest by default)."""
         return f"{self.epoch}:{self.seq if seq is None else seq}"
 
-    def offset_of(self, position: str) -> int:
-        """The public offset of ``"<epoch>:<seq>"``; BadPosition when it cannot be resumed from."""
-        epoch, sep, digits = position.partition(":")
-        if not sep or not digits.isascii() or not digits.isdigit() or len(digits) > MAX_OFFSET_DIGITS:
-            raise BadPosition(MALFORMED)
+    def offset_of(self, position: str) -> tuple[int, int | None]:
+        """``(seq, part)`` of ``"<epoch>:<seq>[.<part>]"``; BadPosition when it cannot be resumed
+        from. ``part``: the client has messages ``0..part`` of that event, not its last."""
+        epoch, seq, part = parse_position(position)
         if self.suspended is not None:
             raise BadPosition(self.suspended)
         if epoch != self.epoch:
             raise BadPosition(OTHER_EPOCH)
-        seq = int(digits)
         if seq > self.seq:
             raise BadPosition(MALFORMED)  # a position this log never gave
-        if seq < self.floor:
+        if seq < self.floor or (part is not None and seq == self.floor):
             raise BadPosition(EXPIRED)
-        return seq
+        return seq, part
 
     def is_ahead(self, position: str) -> bool:
         """True for a position of this epoch past the newest given here (another instance of a
         shared history gave it, and this one has not read that far yet)."""
-        epoch, _, digits = position.partition(":")
-        return (
-            epoch == self.epoch
-            and digits.isascii()
-            and digits.isdigit()
-            and len(digits) <= MAX_OFFSET_DIGITS
-            and int(digits) > self.seq
-        )
+        try:
+            epoch, seq, _ = parse_position(position)
+        except BadPosition:
+            return False
+        return epoch == self.epoch and seq > self.seq
+
+    def entry_at(self, seq: int) -> Entry | None:
+        entries = self._entries
+        i = bisect_left(entries, seq, key=_seq)
+        return entries[i] if i < len(entries) and entries[i].seq == seq else None
 
     def after(self, seq: int) -> list[Entry] | None:
         """Every entry after public offset ``seq``, or None when some of them are no longer kept."""
@@ -181,6 +184,19 @@ class EventLog:
     @property
     def oldest_appended_at(self) -> float | None:
         return self._entries[0].appended_at if self._entries else None
+
+
+def parse_position(position: str) -> tuple[str, int, int | None]:
+    """``"<epoch>:<seq>"`` or ``"<epoch>:<seq>.<part>"`` -> (epoch, seq, part); BadPosition."""
+    epoch, sep, rest = position.partition(":")
+    digits, dot, part = rest.partition(".")
+    if not sep or not _is_number(digits) or (dot and not _is_number(part)):
+        raise BadPosition(MALFORMED)
+    return epoch, int(digits), int(part) if dot else None
+
+
+def _is_number(digits: str) -> bool:
+    return digits.isascii() and digits.isdigit() and len(digits) <= MAX_OFFSET_DIGITS
 
 
 def _seq(entry: Entry) -> int:

@@ -33,33 +33,39 @@ class Gap:
 def replay(log: EventLog, since: str, identity: Identity, audiences: list[Audience]) -> Replay | Gap:
     """The messages ``identity`` missed after ``since``; Gap when the log cannot tell."""
     try:
-        offset = log.offset_of(since)
+        seq, part = log.offset_of(since)
     except BadPosition as exc:
         return Gap(exc.cause)
-    entries = log.after(offset)
+    entries = log.after(seq)
     if entries is None:
         return Gap(EXPIRED)
     mine = set(audiences)
     covering = _IdentityCovering(identity.workspaces)  # once, not per replayed event
     messages: list[JsonObject] = []
-    position = since
+    if part is not None:  # the rest of an event the client got part of
+        cut = log.entry_at(seq)
+        if cut is None:
+            return Gap(EXPIRED)
+        messages += _messages_for(cut, identity, mine, covering)[part + 1 :]
     for entry in entries:
-        found = _messages_for(log, entry, identity, mine, covering)
-        if found:
-            messages += found
-            position = log.position(entry.seq)
-    return Replay(messages, position)
+        messages += _messages_for(entry, identity, mine, covering)
+    return Replay(messages, messages[-1]["@position"] if messages else since)
 
 
 def _messages_for(
-    log: EventLog, entry: Entry, identity: Identity, mine: set[Audience], covering: _IdentityCovering
+    entry: Entry, identity: Identity, mine: set[Audience], covering: _IdentityCovering
 ) -> list[JsonObject]:
+    """What ``identity`` gets of one event, each message with its position (the last one the
+    event's, those before it ``<event's>.<k>``, as the live path numbers them)."""
     deliveries = route(entry.topic, entry.event, covering)
-    return [
-        with_position(d.message, log.position(entry.seq))
+    kept = [
+        d.message
         for d in deliveries
         if mine.intersection(d.audiences) and (d.allow is None or d.allow(identity))
     ]
+    position = entry.position or ""
+    last = len(kept) - 1
+    return [with_position(m, position if k == last else f"{position}.{k}") for k, m in enumerate(kept)]
 
 
 class _IdentityCovering:
@@ -67,7 +73,9 @@ class _IdentityCovering:
 
     def __init__(self, workspaces: tuple[Workspace, ...] | list[Workspace]) -> None:
         self._by_root: dict[str, list[Workspace]] = {}
-        for ws in dict.fromkeys(workspaces):
+        # In uuid order within a root, as the hub's covering: the messages of one event come in
+        # the same order live and replayed, so their positions match.
+        for ws in sorted(dict.fromkeys(workspaces), key=_uuid):
             for root in ws.roots:
                 self._by_root.setdefault(root, []).append(ws)
 
@@ -75,3 +83,7 @@ class _IdentityCovering:
         for candidate in ancestors_and_self(path):
             for ws in self._by_root.get(candidate, ()):
                 yield ws, candidate
+
+
+def _uuid(ws: Workspace) -> str:
+    return ws.uuid
