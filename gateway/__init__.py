@@ -32,6 +32,7 @@ module under 400 lines.
                  proxies (X-Forwarded-For, Forwarded, PROXY protocol)
 - ``commands``   what a session's messages do: subscribe, unsubscribe, the endpoint's requests
 - ``handshake``  who may open a WebSocket: paths, Origin, limits, and the refusals (pure)
+- ``admission``  the pending and session budgets, per address key and in all
 - ``endpoints``  what each socket path adds: the events socket; the chat socket is ``chat``
 - ``dispatch``   topic subscription tasks: bus -> debounce -> routing -> hub
 - ``history``    the history shared by instances in a JetStream stream (``history_backend``):

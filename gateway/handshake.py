@@ -43,6 +43,8 @@ def refusal(
     draining: bool,
     at_capacity: bool,
     address_at_capacity: bool,
+    pending_at_capacity: bool = False,
+    pending_address_at_capacity: bool = False,
 ) -> Refusal | None:
     """Why an upgrade request is refused, or None to accept it (first reason wins)."""
     if path not in ENDPOINT_PATHS:
@@ -53,6 +55,12 @@ def refusal(
         return Refusal(503, "shutting_down", "the gateway is shutting down; retry shortly")
     if at_capacity:
         return Refusal(503, "too_many_sessions", "the gateway is at its session limit; retry later")
+    if pending_at_capacity:
+        return Refusal(503, "too_many_pending", "too many connections waiting to subscribe; retry later")
     if address_at_capacity:
         return Refusal(429, "too_many_sessions_from_ip", "too many sessions from this address")
+    if pending_address_at_capacity:
+        return Refusal(
+            429, "too_many_pending_from_ip", "too many connections from this address waiting to subscribe"
+        )
     return None

@@ -51,7 +51,10 @@ class Hub:
         self.log = log
         self._clock = clock
         self.sessions: set[Session] = set()
-        self._per_remote: Counter[str] = Counter()
+        self._per_remote: Counter[str] = Counter()  # every connection, by address key
+        # Subscribed sessions, by address key: the rest are pending (their own, smaller budget).
+        self._subscribed: set[Session] = set()
+        self._subscribed_per_remote: Counter[str] = Counter()
         self._streams: dict[Audience, Stream[Session]] = {}
         self._dirty: dict[Stream[Session], None] = {}  # streams appended to since the last flush
         self._roots: dict[str, Counter[Workspace]] = {}  # root -> workspaces with that root
@@ -65,20 +68,34 @@ class Hub:
 
     def add(self, session: Session) -> None:
         self.sessions.add(session)
-        self._per_remote[session.remote] += 1
+        self._per_remote[session.limit_key] += 1
         self._metrics.sessions.labels(session.endpoint).inc()
 
     def remove(self, session: Session) -> None:
         self.stop_delivering(session)
         if session in self.sessions:
             self.sessions.remove(session)
-            self._per_remote[session.remote] -= 1
-            if self._per_remote[session.remote] <= 0:
-                del self._per_remote[session.remote]
+            _decrement(self._per_remote, session.limit_key)
             self._metrics.sessions.labels(session.endpoint).dec()
 
-    def count_from(self, remote: str) -> int:
-        return self._per_remote[remote]
+    def count_from(self, key: str) -> int:
+        """Connections from one address key, subscribed or not."""
+        return self._per_remote[key]
+
+    @property
+    def subscribed_count(self) -> int:
+        return len(self._subscribed)
+
+    def subscribed_from(self, key: str) -> int:
+        return self._subscribed_per_remote[key]
+
+    @property
+    def pending_count(self) -> int:
+        """Connections upgraded but not subscribed (yet, or since an unsubscribe)."""
+        return len(self.sessions) - len(self._subscribed)
+
+    def pending_from(self, key: str) -> int:
+        return self._per_remote[key] - self._subscribed_per_remote[key]
 
     def start_delivering(self, session: Session, identity: Identity, *, resume: bool = False) -> None:
         """(Re-)index a session under ``identity``; events appended from now on reach it.
@@ -89,6 +106,9 @@ class Hub:
         self.stop_delivering(session, keep=not resume)
         session.identity = identity
         session.subscribed = True
+        if session in self.sessions and session not in self._subscribed:
+            self._subscribed.add(session)
+            self._subscribed_per_remote[session.limit_key] += 1
         if session.endpoint == EVENTS:
             self._indexed[session] = identity
             self._index(session, identity)
@@ -96,6 +116,9 @@ class Hub:
     def stop_delivering(self, session: Session, *, keep: bool = True) -> None:
         """Take the session out of its streams; what they held for it stays queued to it
         (unless not ``keep``)."""
+        if session in self._subscribed:
+            self._subscribed.remove(session)
+            _decrement(self._subscribed_per_remote, session.limit_key)
         identity = self._indexed.pop(session, None)
         if identity is not None:
             if keep:
@@ -219,3 +242,9 @@ def _reach(streams: list[Stream[Session]], delivery: Delivery) -> int:
 
 def _uuid(ws: Workspace) -> str:
     return ws.uuid
+
+
+def _decrement(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]

@@ -45,6 +45,11 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.fragment_timeouts = Counter(
+            "gateway_fragment_timeouts_total",
+            "Sessions closed with 1008: a fragmented message not finished within fragment_timeout.",
+            registry=r,
+        )
         self.slow_consumer_closes = Counter(
             "gateway_slow_consumer_closes_total",
             "Sessions closed with 4008: too far behind (slow_consumer_lag_bytes) or not reading.",

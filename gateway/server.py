@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections import Counter
 from functools import partial
 from typing import Final
 
 import trio
 
+from gateway.admission import Admission
 from gateway.commands import Commands
 from gateway.config import Settings, parse_host_port
 from gateway.connection.frames import (
@@ -77,8 +77,7 @@ class WebSocketServer:
         self._origins = allowed_origins(settings.allowed_origins)
         self._accepting: trio.CancelScope | None = None
         self._connections: trio.Nursery | None = None
-        self._pending_handshakes = 0
-        self._pending_by_remote: Counter[str] = Counter()
+        self.admission = Admission(settings, hub)
         self._proxy_log = Throttle(PROXY_LOG_INTERVAL)
         # PROXY header, TLS, and the client address behind trusted proxies (gateway.edge).
         self.front = Front.for_listener(
@@ -147,11 +146,14 @@ class WebSocketServer:
 
     async def _serve(self, transport: Transport, remote: str, deadline: float) -> None:
         handshake = Handshake()
-        request = await self._read_upgrade(transport, handshake, remote, deadline)
+        # A trusted proxy's handshakes are its clients': only the total bounds them.
+        peer_key = None if self.front.trusted.trusts(remote) else self.admission.key(remote)
+        request = await self._read_upgrade(transport, handshake, peer_key, deadline)
         if request is None:
             return
         remote = self.front.client(remote, request.headers)  # behind a trusted proxy: its client
-        refused = self._refusal(request, remote)
+        key = self.admission.key(remote)
+        refused = self._refusal(request, key)
         if refused is not None:
             self.metrics.connections_refused.labels(refused.error).inc()
             if refused.error == "upgrade_required" and self._proxy_log.allow(
@@ -169,6 +171,7 @@ class WebSocketServer:
             await self._answer(transport, handshake.refuse(refused))
             return
         session = self._new_session(ENDPOINT_PATHS[request.path], remote)
+        session.limit_key = key
         # The session counts against the limits from now, before the accept's write: handshakes
         # completing together cannot all pass the checks above.
         self.hub.add(session)
@@ -183,19 +186,14 @@ class WebSocketServer:
             self.hub.remove(session)
 
     async def _read_upgrade(
-        self, transport: Transport, handshake: Handshake, remote: str, deadline: float
+        self, transport: Transport, handshake: Handshake, key: str | None, deadline: float
     ) -> UpgradeRequest | None:
-        # Connections still in their handshake are capped too, in all and per address, so one
-        # address cannot hold the listener with half-open handshakes.
-        if (
-            self._pending_handshakes >= self.settings.max_sessions
-            or self._pending_by_remote[remote] >= self.settings.max_sessions_per_ip
-        ):
-            self.metrics.connections_refused.labels("handshake_backlog").inc()
-            return None
-        self._pending_handshakes += 1
-        self._pending_by_remote[remote] += 1
-        try:
+        # Past the pending bounds a handshake is dropped unanswered (one address cannot hold the
+        # listener with half-open handshakes); upgraded ones are refused with the request (429).
+        with self.admission.handshake(key) as admitted:
+            if not admitted:
+                self.metrics.connections_refused.labels("handshake_backlog").inc()
+                return None
             with trio.move_on_at(deadline):
                 try:
                     while (request := handshake.receive(await transport.receive_some(RECEIVE_BYTES))) is None:
@@ -207,14 +205,8 @@ class WebSocketServer:
                     return None
             self.metrics.connections_refused.labels("handshake_timeout").inc()
             return None
-        finally:
-            self._pending_handshakes -= 1
-            self._pending_by_remote[remote] -= 1
-            if self._pending_by_remote[remote] <= 0:
-                del self._pending_by_remote[remote]
 
-    def _refusal(self, request: UpgradeRequest, remote: str) -> Refusal | None:
-        s = self.settings
+    def _refusal(self, request: UpgradeRequest, key: str) -> Refusal | None:
         if request.path in ENDPOINT_PATHS and (problem := request.not_websocket()) is not None:
             return problem
         return refusal(
@@ -222,8 +214,7 @@ class WebSocketServer:
             request.header(b"origin"),
             allowed=self._origins,
             draining=self.draining,
-            at_capacity=len(self.hub.sessions) >= s.max_sessions,
-            address_at_capacity=self.hub.count_from(remote) >= s.max_sessions_per_ip,
+            **self.admission.capacity(key),
         )
 
     async def _answer(self, transport: Transport, data: bytes, *, linger: bool = True) -> None:
@@ -301,13 +292,26 @@ class WebSocketServer:
     async def _read(self, session: Session, transport: Transport, frames: FrameConnection) -> bool:
         """Read until the closing handshake is over; False when the connection just ended."""
         pending = frames.pending()  # frames the client sent right behind its upgrade request
+        began: float | None = None  # when the message being reassembled began
         while True:
             outcome = await self._on_inbound(session, pending)
             if outcome is not None:
                 return outcome
             # Hold nothing of the last read while waiting for the next: most sessions are idle.
             pending.clear()
-            pending = frames.receive(await transport.receive_some(RECEIVE_BYTES))
+            if not frames.assembling:
+                began = None
+                pending = frames.receive(await transport.receive_some(RECEIVE_BYTES))
+                continue
+            # A fragmented message must end in time (pings or not): its parts are held meanwhile.
+            began = began if began is not None else trio.current_time()
+            with trio.move_on_at(began + self.settings.fragment_timeout):
+                pending = frames.receive(await transport.receive_some(RECEIVE_BYTES))
+                continue
+            self.metrics.fragment_timeouts.inc()
+            session.close(CloseCode.POLICY_VIOLATION, "message not finished within fragment_timeout")
+            await session.wait_close_written()
+            return True
 
     async def _on_inbound(self, session: Session, pending: list[Inbound]) -> bool | None:
         """Act on what one read brought; whether to linger once the connection is over, or None to go on."""
@@ -315,10 +319,15 @@ class WebSocketServer:
             if isinstance(inbound, Message):
                 if session.closing is None:
                     await self.commands.on_message(session, inbound.data)
-            elif isinstance(inbound, PingReceived):
-                session.send_control(inbound.pong)
-            elif isinstance(inbound, PongReceived):
-                session.timers.pong_received()
+            elif isinstance(inbound, PingReceived | PongReceived):
+                # Control frames count against the inbound rate limit like messages: a ping flood
+                # costs the flooder its connection, not everyone a core.
+                if not session.limiter.allow(trio.current_time()):
+                    session.fail(ErrorCode.RATE_LIMITED, "too many frames (pings count); slow down")
+                elif isinstance(inbound, PingReceived):
+                    session.send_control(inbound.pong)
+                else:
+                    session.timers.pong_received()
             elif isinstance(inbound, PeerClosed):
                 if not inbound.reply:  # the end of the stream, or the answer to our close
                     return bool(session.closing)

@@ -116,6 +116,7 @@ class Session:
         self.id = next(_ids)
         self.endpoint = endpoint
         self.remote = remote
+        self.limit_key = remote  # what per-address limits count by (an IPv6 prefix)
         self.limiter = limiter
         self.timers = timers  # subscribe deadline, token expiry, keepalive (trio clock)
         self.log = log

@@ -183,8 +183,10 @@ class Harness:
         return refused[0]
 
     @asynccontextmanager
-    async def subscribed(self, jwt: str, path: str = "/ws") -> AsyncIterator[WebSocketConnection]:
-        async with self.connect(path) as ws:
+    async def subscribed(
+        self, jwt: str, path: str = "/ws", remote: str = "local"
+    ) -> AsyncIterator[WebSocketConnection]:
+        async with self.connect(path, remote=remote) as ws:
             await ws.send_message(json.dumps({"@type": "subscribe", "ack": True, "jwt": jwt}))
             reply = await recv_json(ws)
             assert reply["@type"] == "subscribed", reply

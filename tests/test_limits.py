@@ -54,10 +54,16 @@ def refused_count(harness: Harness, reason: str) -> float:
 
 
 @asynccontextmanager
-async def open_sessions(harness: Harness, count: int, path: str, remote: str) -> AsyncIterator[None]:
+async def open_sessions(
+    harness: Harness, count: int, path: str, remote: str, *, subscribe: bool = True
+) -> AsyncIterator[None]:
+    """``count`` sessions from ``remote``: subscribed (as different users), or only upgraded."""
     async with AsyncExitStack() as stack:
-        for _ in range(count):
-            await stack.enter_async_context(harness.connect(path, remote=remote))
+        for n in range(count):
+            if subscribe:
+                await stack.enter_async_context(harness.subscribed(token(f"u{n}"), path, remote=remote))
+            else:
+                await stack.enter_async_context(harness.connect(path, remote=remote))
         yield
 
 
@@ -96,14 +102,43 @@ async def test_limits_overall_refused_503_with_retry_after(nursery: trio.Nursery
     assert refused_count(harness, "too_many_sessions") == 2
 
 
-async def test_limits_count_both_sockets_and_unsubscribed_sessions(nursery: trio.Nursery) -> None:
-    """A connection takes a slot from its handshake on, subscribed or not, on either socket."""
-    harness = await Harness(nursery, make_settings(max_sessions=3, max_sessions_per_ip=2)).start()
+async def test_limits_unsubscribed_connections_have_their_own_budget(nursery: trio.Nursery) -> None:
+    """The finding: two addresses holding connections that never subscribe kept a legitimate
+    client at 503. They now fill the pending budget, per address first, never the sessions'."""
+    settings = make_settings(max_sessions=3, max_pending_connections=5, max_pending_per_ip=2)
+    harness = await Harness(nursery, settings).start()
     with trio.fail_after(10):
-        async with harness.connect("/ws", remote="10.0.0.1"), harness.connect("/chat", remote="10.0.0.1"):
-            assert (await harness.refusal("/ws", remote="10.0.0.1")).status_code == 429
-            async with harness.connect("/chat", remote="10.0.0.2"):
-                assert (await harness.refusal("/ws", remote="10.0.0.3")).status_code == 503
+        async with (
+            open_sessions(harness, 2, "/ws", "10.0.0.1", subscribe=False),
+            open_sessions(harness, 2, "/chat", "10.0.0.2", subscribe=False),
+        ):
+            for attacker in ("10.0.0.1", "10.0.0.2"):
+                body = refusal_body(await harness.refusal("/ws", remote=attacker))
+                assert body["error"] == "too_many_pending_from_ip"
+            # Sessions are another budget: a legitimate client gets in, up to max_sessions.
+            async with open_sessions(harness, 3, "/ws", "10.0.0.3"):
+                assert (
+                    refusal_body(await harness.refusal("/ws", remote="10.0.0.4"))["error"]
+                    == "too_many_sessions"
+                )
+            async with harness.connect("/ws", remote="10.0.0.4"):  # the fifth pending connection
+                assert (
+                    refusal_body(await harness.refusal("/ws", remote="10.0.0.5"))["error"]
+                    == "too_many_pending"
+                )
+
+
+async def test_limits_count_an_ipv6_client_by_its_prefix(nursery: trio.Nursery) -> None:
+    settings = make_settings(max_pending_per_ip=2, ipv6_prefix_length=64)
+    harness = await Harness(nursery, settings).start()
+    with trio.fail_after(10):
+        async with harness.connect(remote="2001:db8:0:1::a"), harness.connect(remote="2001:db8:0:1::b"):
+            # Another address of the same /64: the same budget. Another /64: its own.
+            assert (await harness.refusal(remote="2001:db8:0:1::c")).status_code == 429
+            async with harness.connect(remote="2001:db8:0:2::a"):
+                pass
+        async with harness.connect(remote="::ffff:10.0.0.1"), harness.connect(remote="10.0.0.1"):
+            assert (await harness.refusal(remote="::ffff:10.0.0.1")).status_code == 429  # IPv4-mapped
 
 
 async def test_limits_order_of_refusals(nursery: trio.Nursery) -> None:
@@ -112,7 +147,7 @@ async def test_limits_order_of_refusals(nursery: trio.Nursery) -> None:
         nursery, make_settings(max_sessions=1, allowed_origins=("https://ok.example",))
     ).start()
     with trio.fail_after(10):
-        async with harness.connect():
+        async with harness.subscribed(token()):
             evil = [(b"Origin", b"https://evil.example")]
             assert (await harness.refusal("/nope", headers=evil)).status_code == 404
             assert (await harness.refusal("/ws", headers=evil)).status_code == 403

@@ -162,7 +162,7 @@ def forwarded_for_header(address: str) -> list[tuple[bytes, bytes]]:
 
 
 async def test_proxies_listener_goes_by_the_forwarded_client(nursery: trio.Nursery) -> None:
-    settings = make_settings(trusted_proxies=("10.0.0.0/8",), max_sessions_per_ip=1)
+    settings = make_settings(trusted_proxies=("10.0.0.0/8",), max_pending_per_ip=1)
     harness = await Harness(nursery, settings).start()
     with trio.fail_after(10):
         async with harness.connect(headers=forwarded_for_header("203.0.113.7"), remote="10.0.0.1"):

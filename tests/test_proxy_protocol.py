@@ -219,7 +219,7 @@ async def test_proxy_protocol_names_the_client(nursery: trio.Nursery) -> None:
 async def test_proxy_protocol_per_address_limit_counts_the_client(nursery: trio.Nursery) -> None:
     from trio_websocket import ConnectionRejected
 
-    settings = make_settings(proxy_protocol=True, trusted_proxies=TRUSTED, max_sessions_per_ip=1)
+    settings = make_settings(proxy_protocol=True, trusted_proxies=TRUSTED, max_pending_per_ip=1)
     harness = await Harness(nursery, settings).start()
     with trio.fail_after(10):
         async with behind_proxy(harness, v1("203.0.113.7", "10.0.0.2")):

@@ -301,9 +301,12 @@ async def test_origin_allow_list(
 
 async def test_session_limits_refused_at_handshake(nursery: trio.Nursery) -> None:
     harness = await Harness(nursery, make_settings(max_sessions=3, max_sessions_per_ip=2)).start()
-    async with harness.connect(remote="10.0.0.1"), harness.connect(remote="10.0.0.1"):
+    async with (
+        harness.subscribed(token("a"), remote="10.0.0.1"),
+        harness.subscribed(token("b"), remote="10.0.0.1"),
+    ):
         assert (await harness.refusal(remote="10.0.0.1")).status_code == 429
-        async with harness.connect(remote="10.0.0.2"):
+        async with harness.subscribed(token("c"), remote="10.0.0.2"):
             assert (await harness.refusal(remote="10.0.0.3")).status_code == 503
 
 
@@ -340,8 +343,9 @@ async def test_handler_error_closes_only_that_session_1011(
 
 async def test_session_limit_holds_for_concurrent_handshakes(nursery: trio.Nursery) -> None:
     # Handshakes that complete together must not all pass the per-address check before any of
-    # them is counted: with one session open and a limit of two, one of two more gets in.
-    harness = await Harness(nursery, make_settings(max_sessions_per_ip=2)).start()
+    # them is counted: with one connection open (not subscribed: pending) and a limit of two, one
+    # of two more gets in.
+    harness = await Harness(nursery, make_settings(max_pending_per_ip=2)).start()
     outcomes: list[str] = []
     release = trio.Event()
 
@@ -387,7 +391,7 @@ async def test_keepalive_closes_a_peer_that_cannot_even_take_the_ping(
 
 
 async def test_pending_handshakes_capped_per_address(nursery: trio.Nursery) -> None:
-    harness = await Harness(nursery, make_settings(max_sessions_per_ip=1)).start()
+    harness = await Harness(nursery, make_settings(max_pending_per_ip=1)).start()
     first_client, first_server = socket_pair()
     second_client, second_server = socket_pair()
     third_client, third_server = socket_pair()

@@ -22,6 +22,7 @@ def validate(settings: Settings) -> None:
         "ping_interval", "ping_timeout", "close_timeout", "slow_consumer_lag_bytes", "write_stall_seconds",
         "history_size", "history_seconds",
         "rate_limit", "rate_burst", "max_sessions", "max_sessions_per_ip", "drain_timeout",
+        "max_pending_connections", "max_pending_per_ip", "fragment_timeout",
         "debounce_max_pending", "bus_queue_size", "publish_timeout", "admin_max_body",
         "admin_max_batch", "chat_history_page", "chat_max_message_bytes", "chat_max_rooms_per_session",
         "chat_posts_per_second", "chat_post_burst", "chat_presence_timeout", "node_check_cache_seconds",
@@ -36,6 +37,8 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"{name} must be a positive number, got {value!r}")
     if not (0 <= settings.debounce_seconds < 3600):
         raise ConfigError(f"debounce_seconds must be between 0 and 3600, got {settings.debounce_seconds}")
+    if not 1 <= settings.ipv6_prefix_length <= 128:
+        raise ConfigError(f"ipv6_prefix_length must be between 1 and 128, got {settings.ipv6_prefix_length}")
     if settings.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log_level must be debug, info, warning or error, got {settings.log_level!r}")
     if settings.log_format not in {"auto", "json", "text"}:

@@ -105,8 +105,18 @@ class Settings:
     )
     rate_limit: float = setting(20.0, "inbound messages per second per session (sustained)")
     rate_burst: int = setting(60, "inbound messages a session may send in a burst")
-    max_sessions: int = setting(20000, "open WebSocket connections in all, beyond which 503")
-    max_sessions_per_ip: int = setting(1000, "open WebSocket connections per client IP, beyond which 429")
+    max_sessions: int = setting(20000, "subscribed sessions in all, beyond which new connections get 503")
+    max_sessions_per_ip: int = setting(1000, "subscribed sessions per client address, beyond which 429")
+    max_pending_connections: int = setting(
+        2000, "connections not subscribed yet (handshake, then until subscribe), beyond which 503"
+    )
+    max_pending_per_ip: int = setting(
+        100, "connections not subscribed yet per client address, beyond which 429"
+    )
+    ipv6_prefix_length: int = setting(
+        64, "IPv6 clients are counted per prefix of this length (per-address limits)"
+    )
+    fragment_timeout: float = setting(10.0, "seconds a client has to finish a fragmented message, else 1008")
     drain_timeout: float = setting(10.0, "seconds shutdown waits for sessions to close with 1001")
     # Events
     history_size: int = setting(10000, "events kept in the shared log, across all topics")

@@ -4,6 +4,7 @@
 - ``proxies``         trusted proxies, and the client they name in ``X-Forwarded-For`` or
                       ``Forwarded`` (pure)
 - ``proxy_protocol``  the PROXY protocol header (v1 text, v2 binary) a TCP proxy sends first (pure)
+- ``keys``            the key per-address limits count by (an IPv6 address by its prefix) (pure)
 - ``front``           what a listener does before the HTTP request (PROXY header, TLS handshake),
                       and the one place the client address of a connection comes from
 """
