@@ -308,6 +308,8 @@ def server_env(options: Options) -> dict[str, str]:
         GATEWAY_JWT_SECRET=secrets.token_urlsafe(32),
         GATEWAY_ADMIN_KEY=secrets.token_urlsafe(24),
         GATEWAY_MAX_SESSIONS_PER_IP=str(options.sessions + 100),
+        # Every load client is on loopback: one address for all of them.
+        GATEWAY_MAX_PENDING_PER_IP=str(options.sessions + 100),
         GATEWAY_MAX_SESSIONS=str(max(20000, options.sessions + 100)),
         GATEWAY_LOG_LEVEL="warning",
         GATEWAY_DB_URL="sqlite://",  # chat history in memory: the bench measures events only

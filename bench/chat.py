@@ -258,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             GATEWAY_DB_URL=f"sqlite:///{database}",
             GATEWAY_LOG_LEVEL="warning",
             GATEWAY_MAX_SESSIONS_PER_IP=str(options.members + 100),
+            # Every load client is on loopback: one address for all of them.
+            GATEWAY_MAX_PENDING_PER_IP=str(options.members + 100),
             # The bench posts as fast as acknowledgements come back: lift the per-user limits.
             GATEWAY_CHAT_POSTS_PER_SECOND="1000000",
             GATEWAY_CHAT_POST_BURST="1000000",

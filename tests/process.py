@@ -43,6 +43,9 @@ def gateway_env(**extra: str) -> dict[str, str]:
         GATEWAY_ADMIN_KEY=ADMIN_KEY,
         GATEWAY_LOG_FORMAT="json",
         GATEWAY_DB_URL="sqlite://",
+        # The tests' clients all come from loopback: hundreds of them connecting at once (the
+        # load client's reconnections) are one address's pending connections.
+        GATEWAY_MAX_PENDING_PER_IP="2000",
     )
     env.update(extra)
     return env

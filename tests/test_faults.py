@@ -430,7 +430,12 @@ async def fill_the_socket_of(gw: GatewayProcess, client: RawClient, count: int =
 async def test_faults_reconnect_storm_of_2000_clients_all_subscribed_again(tmp_path: Path) -> None:
     """Two storms: a network blip (every connection dropped at once, the gateway still holding the
     dead sessions for a moment) and a crash and restart of the gateway."""
-    env = gateway_env(GATEWAY_MAX_SESSIONS_PER_IP="2500")
+    # 2,000 clients behind one address, all reconnecting at once: both budgets must hold them.
+    env = gateway_env(
+        GATEWAY_MAX_SESSIONS_PER_IP="2500",
+        GATEWAY_MAX_PENDING_PER_IP="2500",
+        GATEWAY_MAX_PENDING_CONNECTIONS="2500",
+    )
     with trio.fail_after(180):
         async with gateway_process(env=env) as first:
             port = first.ws_port
