@@ -35,6 +35,7 @@ from gateway.connection.upgrade import BAD_REQUEST, BadRequest, Handshake, Upgra
 from gateway.connection.writer import Writer
 from gateway.delivery.log import EventLog
 from gateway.edge.front import Front
+from gateway.edge.proxies import canonical
 from gateway.edge.tls import ServerTls
 from gateway.flusher import Flusher
 from gateway.handshake import ENDPOINT_PATHS, Refusal, allowed_origins, refusal
@@ -132,11 +133,22 @@ class WebSocketServer:
         deadline = trio.current_time() + self.settings.handshake_timeout
         transport: Transport = StreamTransport(stream)  # closes the stream until the front is through
         try:
-            opened = await self.front.open(stream, peer, deadline)
-            if opened is None:
-                return
-            transport = _transport(opened.stream)
-            await self._serve(transport, opened.address, deadline)
+            # The whole handshake counts as pending, in all and per address; past the bounds the
+            # connection is dropped unanswered (one address cannot hold the listener with
+            # half-open or slow TLS handshakes). A trusted proxy's are its clients': total only.
+            key = None if self.front.trusted.trusts(canonical(peer)) else self.admission.key(peer)
+            with self.admission.handshake(key) as admitted:
+                if not admitted:
+                    self.metrics.connections_refused.labels("handshake_backlog").inc()
+                    return
+                opened = await self.front.open(stream, peer, deadline)
+                if opened is None:
+                    return
+                transport = _transport(opened.stream)
+                handshake = Handshake()
+                request = await self._read_upgrade(transport, handshake, deadline)
+            if request is not None:
+                await self._serve(transport, handshake, request, opened.address)
         except Exception:
             self.metrics.handler_errors.inc()
             log.exception("connection from %s failed", peer)
@@ -144,13 +156,9 @@ class WebSocketServer:
             with trio.CancelScope(shield=True):
                 await transport.aclose()
 
-    async def _serve(self, transport: Transport, remote: str, deadline: float) -> None:
-        handshake = Handshake()
-        # A trusted proxy's handshakes are its clients': only the total bounds them.
-        peer_key = None if self.front.trusted.trusts(remote) else self.admission.key(remote)
-        request = await self._read_upgrade(transport, handshake, peer_key, deadline)
-        if request is None:
-            return
+    async def _serve(
+        self, transport: Transport, handshake: Handshake, request: UpgradeRequest, remote: str
+    ) -> None:
         remote = self.front.client(remote, request.headers)  # behind a trusted proxy: its client
         key = self.admission.key(remote)
         refused = self._refusal(request, key)
@@ -186,25 +194,19 @@ class WebSocketServer:
             self.hub.remove(session)
 
     async def _read_upgrade(
-        self, transport: Transport, handshake: Handshake, key: str | None, deadline: float
+        self, transport: Transport, handshake: Handshake, deadline: float
     ) -> UpgradeRequest | None:
-        # Past the pending bounds a handshake is dropped unanswered (one address cannot hold the
-        # listener with half-open handshakes); upgraded ones are refused with the request (429).
-        with self.admission.handshake(key) as admitted:
-            if not admitted:
-                self.metrics.connections_refused.labels("handshake_backlog").inc()
+        with trio.move_on_at(deadline):
+            try:
+                while (request := handshake.receive(await transport.receive_some(RECEIVE_BYTES))) is None:
+                    pass
+                return request
+            except BadRequest:
+                self.metrics.connections_refused.labels("bad_request").inc()
+                await self._answer(transport, BAD_REQUEST)
                 return None
-            with trio.move_on_at(deadline):
-                try:
-                    while (request := handshake.receive(await transport.receive_some(RECEIVE_BYTES))) is None:
-                        pass
-                    return request
-                except BadRequest:
-                    self.metrics.connections_refused.labels("bad_request").inc()
-                    await self._answer(transport, BAD_REQUEST)
-                    return None
-            self.metrics.connections_refused.labels("handshake_timeout").inc()
-            return None
+        self.metrics.connections_refused.labels("handshake_timeout").inc()
+        return None
 
     def _refusal(self, request: UpgradeRequest, key: str) -> Refusal | None:
         if request.path in ENDPOINT_PATHS and (problem := request.not_websocket()) is not None:
@@ -297,6 +299,8 @@ class WebSocketServer:
             outcome = await self._on_inbound(session, pending)
             if outcome is not None:
                 return outcome
+            if any(isinstance(inbound, Message) for inbound in pending):
+                began = None  # a message ended: one still assembling began in this read
             # Hold nothing of the last read while waiting for the next: most sessions are idle.
             pending.clear()
             if not frames.assembling:

@@ -79,3 +79,19 @@ async def test_unsolicited_pongs_count_too(
         with trio.fail_after(10):
             await client.read_until_closed()
     assert client.close_code() == 1008
+
+
+async def test_the_deadline_is_each_messages_own(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A message that ends in the same read as the next one begins: the next gets its own time."""
+    settings = make_settings(fragment_timeout=10.0, ping_interval=3600.0, subscribe_timeout=3600.0)
+    harness = await Harness(nursery, settings).start()
+    async with raw_client(harness, "/ws") as client:
+        await client.stream.send_all(frame(TEXT, b'{"@type":', fin=False))
+        await trio.sleep(9.0)
+        began = trio.current_time()
+        await client.stream.send_all(frame(CONTINUATION, b' "x"}') + frame(TEXT, b'{"@type":', fin=False))
+        await client.read_until_closed()
+        assert client.close_code() == 1008
+        assert trio.current_time() - began == pytest.approx(10.0, abs=1.0)

@@ -189,6 +189,21 @@ def test_sequencer_instances_with_skewed_clocks_and_a_late_reader_deliver_alike(
         last_raw = [e for _, t, e in script if t == TREE_TOPIC and e["Target"]["Uuid"] == node][-1]
         last_out = [d.event for d in first if d.topic == TREE_TOPIC and d.event["Target"]["Uuid"] == node][-1]
         assert last_out["Target"]["Size"] == last_raw["Target"]["Size"]
+        # A node's immediate events (moves, deletes) leave in the order they were published.
+        immediate = ("DELETE", "UPDATE_PATH")
+        raw_order = [
+            e["Target"]["Size"]
+            for _, t, e in script
+            if t == TREE_TOPIC and e["Target"]["Uuid"] == node and e.get("Type") in immediate
+        ]
+        out_order = [
+            d.event["Target"]["Size"]
+            for d in first
+            if d.topic == TREE_TOPIC
+            and d.event["Target"]["Uuid"] == node
+            and d.event.get("Type") in immediate
+        ]
+        assert out_order == raw_order
 
 
 def test_sequencer_matches_the_memory_debouncer_when_alone() -> None:
@@ -218,3 +233,35 @@ def test_records_refuse_what_they_cannot_read() -> None:
         except BadRecord:
             continue
         raise AssertionError(bad)
+
+
+def test_sequencer_events_of_a_node_wait_behind_its_deferred_ones() -> None:
+    """CREATE, then a move that releases it (both deferred to records), then a DELETE before those
+    records are back: the DELETE waits too, so the client never sees the file come back."""
+    sequencer = Sequencer(QUIET, 100)
+    assert sequencer.raw(1, TREE_TOPIC, tree(None, "k"), 0.0) == []
+    assert sequencer.raw(2, TREE_TOPIC, tree("UPDATE_PATH", "k"), 0.1) == []  # CREATE, move: deferred
+    assert sequencer.raw(3, TREE_TOPIC, tree("DELETE", "k"), 0.2) == []  # waits behind them
+    assert sequencer.raw(4, TREE_TOPIC, tree("DELETE", "other"), 0.2) != []  # another node does not
+    delivered = []
+    for seq, release in enumerate(sequencer.outbox(), start=5):
+        delivered += sequencer.record(seq, decode(encode(release)))
+    assert [d.event.get("Type", "CREATE") for d in delivered] == ["CREATE", "UPDATE_PATH", "DELETE"]
+    assert sequencer.raw(9, TREE_TOPIC, tree("DELETE", "k"), 0.3) == [
+        Delivered(9, TREE_TOPIC, tree("DELETE", "k"))
+    ]
+
+
+def test_sequencer_flush_keeps_what_waits_for_a_record() -> None:
+    sequencer = Sequencer(QUIET, 100)
+    sequencer.raw(1, TREE_TOPIC, tree(None, "k"), 0.0)
+    sequencer.raw(2, TREE_TOPIC, tree("DELETE", "k"), 0.1)
+    sequencer.raw(3, TREE_TOPIC, tree(None, "n"), 0.1)
+    flushed = [e.get("Type", "CREATE") + ":" + e["Target"]["Uuid"] for _, e in sequencer.flush()]
+    assert flushed == ["CREATE:k", "DELETE:k", "CREATE:n"]
+    assert sequencer.outbox() == [] and sequencer.pending() == 0
+
+
+def test_sequencer_a_marker_delivers_nothing() -> None:
+    sequencer = Sequencer(QUIET, 100)
+    assert sequencer.record(1, Release("", "!resumed", 0, {})) == []

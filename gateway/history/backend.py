@@ -33,7 +33,7 @@ from gateway.config import ConfigError, Settings
 from gateway.delivery.log import UNAVAILABLE, EventLog
 from gateway.dispatch import Dispatcher
 from gateway.history import records
-from gateway.history.sequencer import Delivered, Sequencer
+from gateway.history.sequencer import MARKER, Delivered, Sequencer
 from gateway.history.stream import ensure_stream, epoch_of, stream_subjects
 from gateway.metrics import Metrics
 from gateway.topics import EVENT_TOPICS
@@ -46,6 +46,8 @@ RETRY: Final = 5.0  # seconds between checks of the stream while falling back
 HEARTBEAT: Final = 5.0
 # How long a resume waits for this instance to reach a position another instance gave.
 CATCH_UP_WAIT: Final = 2.0
+# The record an instance publishes when JetStream is back: it follows the stream from there.
+RESUMED: Final = records.Release("", MARKER + "resumed", 0, {})
 
 
 class JetStreamHistory:
@@ -84,10 +86,12 @@ class JetStreamHistory:
                 if task_status is not trio.TASK_STATUS_IGNORED:
                     raise  # not even caught up once: the start fails (ensure_stream said why not)
                 log.warning("the JetStream history failed (%s): plain subscriptions, no positions", exc)
-                info = await self._fall_back()
-                start = info.last_seq + 1
+                info, marker = await self._fall_back()
+                start, head = marker + 1, marker
                 self._sequencer = self._new_sequencer()
-                self._log.restart(epoch_of(info), info.last_seq)
+                # Positions up to the marker cannot be resumed from (a gap, never a replay that
+                # skips what went out without a position meanwhile); the epoch stays the stream's.
+                self._log.restart(epoch_of(info), marker)
                 log.info("the JetStream history is back: positions from %s", self._log.position())
 
     def _new_sequencer(self) -> Sequencer:
@@ -97,7 +101,7 @@ class JetStreamHistory:
         """Wait (bounded) until this instance has read as far as ``position`` when another
         instance gave it: a client that fails over must get what it missed, not a gap."""
         with trio.move_on_after(CATCH_UP_WAIT):
-            while self._log.is_ahead(position):
+            while self._log.suspended is None and self._log.is_ahead(position):
                 await self._advanced.wait()
 
     # -- following the stream ----------------------------------------------------------------
@@ -170,16 +174,18 @@ class JetStreamHistory:
             self._wakeup = trio.Event()
             self._sequencer.due(trio.current_time())
             for release in self._sequencer.outbox():
-                if release.msg_id in self._published:
+                # Skip what is back already (another instance's copy may land while we publish).
+                if release.msg_id in self._published or not self._sequencer.waiting(release.msg_id):
                     continue
                 self._published.add(release.msg_id)
                 await self._js.publish(self._records, records.encode(release), msg_id=release.msg_id)
+            self._published = {m for m in self._published if self._sequencer.waiting(m)}
 
     # -- without the stream ----------------------------------------------------------------
 
-    async def _fall_back(self) -> StreamInfo:
+    async def _fall_back(self) -> tuple[StreamInfo, int]:
         """Plain subscriptions until the stream answers again (created again if it was removed);
-        returns its state then."""
+        returns its state then and the sequence of the marker this instance follows it from."""
         self._log.suspend(UNAVAILABLE)
         self._metrics.history_available.set(0)
         for topic, event in self._sequencer.flush():
@@ -190,7 +196,8 @@ class JetStreamHistory:
                 await trio.sleep(RETRY)
                 try:
                     info = await ensure_stream(self._js, self._settings, self._subjects)
-                except ConfigError as exc:
+                    marker = await self._js.publish(self._records, records.encode(RESUMED))
+                except (ConfigError, JetStreamError) as exc:
                     log.debug("the JetStream history is still unavailable: %s", exc)
                     continue
                 break
@@ -198,4 +205,4 @@ class JetStreamHistory:
             nursery.cancel_scope.cancel()
         self._published.clear()
         self._metrics.history_available.set(1)
-        return info
+        return info, marker

@@ -10,6 +10,7 @@ instance, and every replay, delivers the event where the record lies in the stre
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Final
@@ -37,8 +38,9 @@ class Release:
 
     @property
     def msg_id(self) -> str:
-        """The same on every instance: the stream keeps one record per release."""
-        return f"{self.topic}|{self.key}|{self.last}"
+        """The same on every instance: the stream keeps one record per release. Hashed: a node
+        uuid is the platform's data, and a header value must not hold a line break."""
+        return hashlib.sha256(f"{self.topic}|{self.key}|{self.last}".encode()).hexdigest()[:32]
 
 
 def record_subject(stream: str) -> str:

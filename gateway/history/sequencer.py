@@ -23,17 +23,20 @@ The caller publishes ``outbox()`` records (deduplicated by the stream) and tells
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
 from gateway.events.debounce import Debouncer
 from gateway.events.model import JsonObject
+from gateway.events.tree import node_of
 from gateway.history.records import Release
 from gateway.topics import TREE_TOPICS
 
 # Releases remembered to ignore a record that came twice (past the stream's duplicate window).
 REMEMBERED: Final = 50_000
+# Keys of records that deliver nothing (the point where an instance follows the stream again).
+MARKER: Final = "!"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,8 @@ class Sequencer:
         self._last: dict[tuple[str, str], int] = {}  # (topic, batch key) -> newest raw seq merged
         self._released: OrderedDict[tuple[str, str], int] = OrderedDict()  # -> released through
         self._outbox: dict[str, Release] = {}  # msg id -> record to publish, in order
+        # Nodes with events deferred to records not back yet: their next events wait behind them.
+        self._deferred: Counter[tuple[str, str]] = Counter()
 
     def pending(self) -> int:
         return sum(len(d) for d in self._debouncers.values())
@@ -64,19 +69,34 @@ class Sequencer:
             self._remember((topic, batch_key), self._last.pop((topic, batch_key), seq))
         if key is not None:
             self._last[(topic, key)] = seq  # after: the key's previous batch may have just left
-        elif released == [event]:
+        elif released == [event] and not self._waits(topic, event):
             return [Delivered(seq, topic, event)]
         for n, out in enumerate(released):
             self._defer(Release(topic, f"@{seq}.{n}", seq, out))
+            for uuid in _uuids(out):
+                self._deferred[(topic, uuid)] += 1
         return []
+
+    def _waits(self, topic: str, event: JsonObject) -> bool:
+        """True when an event of the same node is deferred to a record still out: this one must
+        come after it (a delete never before the creation a move released)."""
+        return any(self._deferred[(topic, uuid)] for uuid in _uuids(event))
 
     def record(self, seq: int, release: Release) -> list[Delivered]:
         """A release record at ``seq``: the event it carries, unless it was delivered already."""
         self._outbox.pop(release.msg_id, None)
+        if release.key.startswith(MARKER):
+            return []
         done = (release.topic, release.key)
         if self._released.get(done, -1) >= release.last:
             return []
         self._remember(done, release.last)
+        if release.key.startswith("@"):
+            for uuid in _uuids(release.event):
+                if self._deferred[(release.topic, uuid)] > 1:
+                    self._deferred[(release.topic, uuid)] -= 1
+                else:
+                    self._deferred.pop((release.topic, uuid), None)
         debouncer = self._debouncers.get(release.topic)
         batch = debouncer is not None and not release.key.startswith("@")
         # The batch goes with its record unless it merged newer events meanwhile (then it stays).
@@ -101,11 +121,17 @@ class Sequencer:
         return min(deadlines, default=None)
 
     def flush(self) -> list[tuple[str, JsonObject]]:
-        """Every waiting batch, released now (JetStream failed: they go out without a position)."""
+        """Everything held, released now (JetStream failed: it goes out without a position): the
+        events deferred to records, in order, then every waiting batch."""
+        deferred = [(r.topic, r.event) for r in self._outbox.values() if r.key.startswith("@")]
         self._outbox.clear()
-        return [
-            (topic, event) for topic, debouncer in self._debouncers.items() for event in debouncer.flush()
-        ]
+        self._deferred.clear()
+        batches = [(t, e) for t, debouncer in self._debouncers.items() for e in debouncer.flush()]
+        return deferred + batches
+
+    def waiting(self, msg_id: str) -> bool:
+        """True while the record ``msg_id`` is still to be published (not back through the stream)."""
+        return msg_id in self._outbox
 
     def outbox(self) -> list[Release]:
         """Records to publish, oldest first; each leaves when it comes back through the stream."""
@@ -119,3 +145,14 @@ class Sequencer:
         self._released.move_to_end(done)
         while len(self._released) > REMEMBERED:
             self._released.popitem(last=False)
+
+
+def _uuids(event: JsonObject) -> set[str]:
+    """The nodes an event is about (its Source and Target uuids)."""
+    found = set()
+    for key in ("Source", "Target"):
+        node = node_of(event, key)
+        uuid = node.get("Uuid") if node else None
+        if isinstance(uuid, str) and uuid:
+            found.add(uuid)
+    return found
