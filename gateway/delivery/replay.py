@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gateway.delivery.log import EXPIRED, BadPosition, Entry, EventLog, with_position
+from gateway.delivery.log import EXPIRED, MALFORMED, BadPosition, Entry, EventLog, with_position
 from gateway.events import route
 from gateway.events.model import Audience, JsonObject
 from gateway.identity import Identity, Workspace
@@ -44,8 +44,8 @@ def replay(log: EventLog, since: str, identity: Identity, audiences: list[Audien
     messages: list[JsonObject] = []
     if part is not None:  # the rest of an event the client got part of
         cut = log.entry_at(seq)
-        if cut is None:
-            return Gap(EXPIRED)
+        if cut is None:  # kept, yet no event there: not a position this log gave
+            return Gap(MALFORMED)
         messages += _messages_for(cut, identity, mine, covering)[part + 1 :]
     for entry in entries:
         messages += _messages_for(entry, identity, mine, covering)

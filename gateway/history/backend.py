@@ -83,8 +83,11 @@ class JetStreamHistory:
                     task_status = trio.TASK_STATUS_IGNORED
                     await self._follow(consumer)
             except JetStreamError as exc:
-                if task_status is not trio.TASK_STATUS_IGNORED:
-                    raise  # not even caught up once: the start fails (ensure_stream said why not)
+                if task_status is not trio.TASK_STATUS_IGNORED:  # not even caught up once
+                    raise ConfigError(
+                        f"history_backend = jetstream: cannot read the stream {self._name} ({exc}); "
+                        "check that JetStream is enabled and has room, or set history_backend = memory"
+                    ) from None
                 log.warning("the JetStream history failed (%s): plain subscriptions, no positions", exc)
                 info, marker = await self._fall_back()
                 start, head = marker + 1, marker
