@@ -11,7 +11,8 @@ every instance delivers the same events at the same positions, and a replay repr
 - When a raw message releases several events at once (an immediate event for a node whose batch
   waits: the batch first, then the event; a batch released early because too many wait), those
   events are not delivered at that message's sequence, which could carry only one of them: each
-  gets a record ``@<seq>.<n>``, published in order, delivered where it lands.
+  gets a record ``@<seq>.<n>``, published in order, delivered where it lands. Until those records
+  are back, the node's next immediate events are deferred the same way, so none overtakes them.
 
 Hence positions strictly increase for every session, whatever the debounce did; the merges are
 those of the instance whose record the stream kept first, which every other instance adopts (a
