@@ -50,6 +50,8 @@ log = logging.getLogger("gateway.server")
 PROXY_LOG_INTERVAL = 60.0  # seconds between two log lines about requests a proxy stripped
 
 RECEIVE_BYTES: Final = 65536
+# What a closing session still reads from its peer (looking for its close frame) before it stops.
+CLOSING_READ_LIMIT: Final = 1 << 20
 # Frames up to this multiple of the limit are read whole, so they get a JSON error before 1009;
 # a larger message is cut off as soon as it passes it (close 1009, no error frame).
 HARD_SIZE_FACTOR: Final = 4
@@ -295,6 +297,19 @@ class WebSocketServer:
         """Read until the closing handshake is over; False when the connection just ended."""
         pending = frames.pending()  # frames the client sent right behind its upgrade request
         began: float | None = None  # when the message being reassembled began
+        after_close = 0  # bytes read since the session began closing
+
+        async def read() -> list[Inbound]:
+            nonlocal after_close
+            data = await transport.receive_some(RECEIVE_BYTES)
+            if session.closing is not None:
+                after_close += len(data)
+                if after_close > CLOSING_READ_LIMIT:
+                    # A peer still flooding after our close frame is parsed no more: the close
+                    # deadline ends the connection (without it, a flood costs a core until then).
+                    await trio.sleep_forever()
+            return frames.receive(data)
+
         while True:
             outcome = await self._on_inbound(session, pending)
             if outcome is not None:
@@ -305,12 +320,12 @@ class WebSocketServer:
             pending.clear()
             if not frames.assembling:
                 began = None
-                pending = frames.receive(await transport.receive_some(RECEIVE_BYTES))
+                pending = await read()
                 continue
             # A fragmented message must end in time (pings or not): its parts are held meanwhile.
             began = began if began is not None else trio.current_time()
             with trio.move_on_at(began + self.settings.fragment_timeout):
-                pending = frames.receive(await transport.receive_some(RECEIVE_BYTES))
+                pending = await read()
                 continue
             self.metrics.fragment_timeouts.inc()
             session.close(CloseCode.POLICY_VIOLATION, "message not finished within fragment_timeout")

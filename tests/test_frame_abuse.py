@@ -95,3 +95,21 @@ async def test_the_deadline_is_each_messages_own(
         await client.read_until_closed()
         assert client.close_code() == 1008
         assert trio.current_time() - began == pytest.approx(10.0, abs=1.0)
+
+
+async def test_a_peer_flooding_after_the_close_is_read_no_further(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """After the 1008, a flooder is read for 1 MiB more (its close frame may be there), then not at
+    all until the close deadline: its flood costs no more parsing."""
+    harness = await Harness(nursery, make_settings(rate_limit=1e-6, rate_burst=2)).start()
+    async with raw_client(harness, "/ws") as client:
+        await client.stream.send_all(frame(PING, b"x") * 3)  # over the burst: 1008
+        flood = frame(PING, b"x" * 100) * (32 * 1024 * 1024 // 106)
+        sent_all = False
+        try:
+            await client.stream.send_all(flood)
+            sent_all = True
+        except trio.BrokenResourceError:
+            pass  # the connection ended while the rest sat unread
+        assert not sent_all
