@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from operator import attrgetter
 
 from gateway.delivery.log import EventLog
 from gateway.delivery.streams import Stream
@@ -175,7 +176,7 @@ class Hub:
                 continue
             # Workspaces sharing a root in uuid order: a session in two of them gets the event's
             # messages in the order a replay for it makes them (their positions match).
-            for ws in sorted(spaces, key=_uuid) if len(spaces) > 1 else spaces:
+            for ws in sorted(spaces, key=attrgetter("uuid")) if len(spaces) > 1 else spaces:
                 yield ws, candidate
 
     def recipients(self, audiences: Iterable[Audience]) -> set[Session]:
@@ -238,10 +239,6 @@ def _reach(streams: list[Stream[Session]], delivery: Delivery) -> int:
     if allow is None:
         return len(sessions)
     return sum(1 for s in sessions if s.identity is not None and allow(s.identity))
-
-
-def _uuid(ws: Workspace) -> str:
-    return ws.uuid
 
 
 def _decrement(counter: Counter[str], key: str) -> None:

@@ -212,23 +212,9 @@ async def raw_client(port: int, *, path: str = "/ws", jwt: str | None = None, rc
     if jwt is not None:
         await client.handshake(path)
         await client.send_json({"@type": "subscribe", "ack": True, "jwt": jwt})
-        while not any(m.get("@type") == "subscribed" for m in messages(client)):
+        while not any(m.get("@type") == "subscribed" for m in client.texts()):
             await client.receive_some()
     return client
-
-
-def messages(client: RawClient) -> list[dict[str, Any]]:
-    """The complete JSON text messages a RawClient received (wsproto hands over frames in pieces)."""
-    from wsproto.events import TextMessage
-
-    found, parts = [], []
-    for event in client.events:
-        if isinstance(event, TextMessage):
-            parts.append(event.data)
-            if event.message_finished:
-                found.append(json.loads("".join(parts)))
-                parts.clear()
-    return found
 
 
 async def read_to_the_end(client: RawClient) -> None:

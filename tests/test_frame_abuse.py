@@ -19,12 +19,17 @@ from tests.test_hostile_input import CONTINUATION, PING, TEXT, frame, raw_client
 ENDPOINTS = pytest.mark.parametrize("path", ["/ws", "/chat"])
 
 
+async def fragment_harness(nursery: trio.Nursery) -> Harness:
+    """A 10 s ``fragment_timeout``; no keepalive or subscribe deadline to close the session first."""
+    settings = make_settings(fragment_timeout=10.0, ping_interval=3600.0, subscribe_timeout=3600.0)
+    return await Harness(nursery, settings).start()
+
+
 @ENDPOINTS
 async def test_an_unfinished_fragmented_message_is_closed_at_fragment_timeout(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, path: str
 ) -> None:
-    settings = make_settings(fragment_timeout=10.0, ping_interval=3600.0, subscribe_timeout=3600.0)
-    harness = await Harness(nursery, settings).start()
+    harness = await fragment_harness(nursery)
     async with raw_client(harness, path) as client:  # not subscribed: before authentication too
         started = trio.current_time()
         await client.stream.send_all(frame(TEXT, b'{"@type": "sub', fin=False))
@@ -41,8 +46,7 @@ async def test_an_unfinished_fragmented_message_is_closed_at_fragment_timeout(
 async def test_a_finished_fragmented_message_is_not_timed(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    settings = make_settings(fragment_timeout=10.0, ping_interval=3600.0, subscribe_timeout=3600.0)
-    harness = await Harness(nursery, settings).start()
+    harness = await fragment_harness(nursery)
     async with raw_client(harness, "/ws") as client:
         await client.stream.send_all(frame(TEXT, b'{"@type":', fin=False))
         await trio.sleep(9.0)
@@ -85,8 +89,7 @@ async def test_the_deadline_is_each_messages_own(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A message that ends in the same read as the next one begins: the next gets its own time."""
-    settings = make_settings(fragment_timeout=10.0, ping_interval=3600.0, subscribe_timeout=3600.0)
-    harness = await Harness(nursery, settings).start()
+    harness = await fragment_harness(nursery)
     async with raw_client(harness, "/ws") as client:
         await client.stream.send_all(frame(TEXT, b'{"@type":', fin=False))
         await trio.sleep(9.0)

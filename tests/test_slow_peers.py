@@ -30,7 +30,6 @@ from tests.reliability import (
     eventually,
     footprint,
     load_client,
-    messages,
     metric,
     netns_problem,
     plan_tokens,
@@ -86,7 +85,7 @@ async def test_slow_peers_stuck_reader_closed_4008_while_others_get_everything_i
     assert problems == [0] * 5 and report["received"] == READERS.sessions * READERS.events, report["examples"]
     assert report["closes"] == {}
     assert resumes.close_code() == 4008
-    assert messages(resumes)[-1] == {"@type": "error", "error": "slow_consumer", "message": _SLOW}
+    assert resumes.texts()[-1] == {"@type": "error", "error": "slow_consumer", "message": _SLOW}
     assert metric(samples, "gateway_slow_consumer_closes_total") == 2
     assert metric(samples, "gateway_session_closes_total", code="4008") == 2
     assert (after.sessions, after.tasks, after.fds) == (0, before.tasks, before.fds), f"{before} -> {after}"
@@ -132,7 +131,7 @@ async def test_slow_peers_unanswered_pings_close_4002_and_answering_client_stays
     record("pings unanswered", closed_after_s=waited, code=mute.close_code())
     assert any(isinstance(e, Ping) for e in mute.events)
     assert mute.close_code() == 4002
-    assert messages(mute)[-1]["error"] == "ping_timeout"
+    assert mute.texts()[-1]["error"] == "ping_timeout"
     assert waited >= 1  # not before a ping was due
 
 

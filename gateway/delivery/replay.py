@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 
 from gateway.delivery.log import EXPIRED, MALFORMED, BadPosition, Entry, EventLog, with_position
 from gateway.events import route
@@ -75,7 +76,7 @@ class _IdentityCovering:
         self._by_root: dict[str, list[Workspace]] = {}
         # In uuid order within a root, as the hub's covering: the messages of one event come in
         # the same order live and replayed, so their positions match.
-        for ws in sorted(dict.fromkeys(workspaces), key=_uuid):
+        for ws in sorted(dict.fromkeys(workspaces), key=attrgetter("uuid")):
             for root in ws.roots:
                 self._by_root.setdefault(root, []).append(ws)
 
@@ -83,7 +84,3 @@ class _IdentityCovering:
         for candidate in ancestors_and_self(path):
             for ws in self._by_root.get(candidate, ()):
                 yield ws, candidate
-
-
-def _uuid(ws: Workspace) -> str:
-    return ws.uuid

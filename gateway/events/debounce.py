@@ -33,6 +33,7 @@ from gateway.events.tree import (
     UPDATE_CONTENT,
     event_type,
     node_of,
+    node_uuids,
 )
 
 TEMPORARY_ETAG: Final = "temporary"
@@ -157,10 +158,8 @@ class Debouncer:
 
     def _release_for(self, event: JsonObject) -> list[JsonObject]:
         released = []
-        for key in ("Target", "Source"):
-            node = node_of(event, key)
-            uuid = node.get("Uuid") if node else None
-            if isinstance(uuid, str) and (batch := self._batches.pop(uuid, None)):
+        for uuid in node_uuids(event):
+            if batch := self._batches.pop(uuid, None):
                 self.released_keys.append(uuid)
                 released.append(batch.event())
         return released

@@ -53,6 +53,17 @@ def node_of(event: JsonObject, key: str) -> JsonObject | None:
     return node if isinstance(node, dict) else None
 
 
+def node_uuids(event: JsonObject) -> list[str]:
+    """The nodes an event is about: its Target's uuid, then its Source's (each once)."""
+    found: list[str] = []
+    for key in ("Target", "Source"):
+        node = node_of(event, key)
+        uuid = node.get("Uuid") if node else None
+        if isinstance(uuid, str) and uuid and uuid not in found:
+            found.append(uuid)
+    return found
+
+
 def route(event: JsonObject, covering: Covering) -> list[Delivery]:
     kind = event_type(event)
     if kind not in EVENT_TYPES or kind == READ:

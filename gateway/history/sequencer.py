@@ -30,7 +30,7 @@ from typing import Final
 
 from gateway.events.debounce import Debouncer
 from gateway.events.model import JsonObject
-from gateway.events.tree import node_of
+from gateway.events.tree import node_uuids
 from gateway.history.records import Release
 from gateway.topics import TREE_TOPICS
 
@@ -74,14 +74,14 @@ class Sequencer:
             return [Delivered(seq, topic, event)]
         for n, out in enumerate(released):
             self._defer(Release(topic, f"@{seq}.{n}", seq, out))
-            for uuid in _uuids(out):
+            for uuid in node_uuids(out):
                 self._deferred[(topic, uuid)] += 1
         return []
 
     def _waits(self, topic: str, event: JsonObject) -> bool:
         """True when an event of the same node is deferred to a record still out: this one must
         come after it (a delete never before the creation a move released)."""
-        return any(self._deferred[(topic, uuid)] for uuid in _uuids(event))
+        return any(self._deferred[(topic, uuid)] for uuid in node_uuids(event))
 
     def record(self, seq: int, release: Release) -> list[Delivered]:
         """A release record at ``seq``: the event it carries, unless it was delivered already."""
@@ -93,7 +93,7 @@ class Sequencer:
             return []
         self._remember(done, release.last)
         if release.key.startswith("@"):
-            for uuid in _uuids(release.event):
+            for uuid in node_uuids(release.event):
                 if self._deferred[(release.topic, uuid)] > 1:
                     self._deferred[(release.topic, uuid)] -= 1
                 else:
@@ -146,14 +146,3 @@ class Sequencer:
         self._released.move_to_end(done)
         while len(self._released) > REMEMBERED:
             self._released.popitem(last=False)
-
-
-def _uuids(event: JsonObject) -> set[str]:
-    """The nodes an event is about (its Source and Target uuids)."""
-    found = set()
-    for key in ("Source", "Target"):
-        node = node_of(event, key)
-        uuid = node.get("Uuid") if node else None
-        if isinstance(uuid, str) and uuid:
-            found.add(uuid)
-    return found
